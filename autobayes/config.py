@@ -1,0 +1,273 @@
+"""`BayesConfig`: every option of a Bayesian layer and of `bayesify`, validated where it is built.
+
+Precedence for a layer named ``name`` (its qualified name in the model):
+
+1. ``overrides``: the patterns (``fnmatch`` style, e.g. ``"layer4.*"``) that match ``name`` are applied in
+   the order of the dict, an exact name last; a value of ``None`` leaves the layer deterministic, a dict
+   replaces the fields it names.
+2. ``layer_types`` (by type), ``include`` / ``exclude`` (name patterns) and ``filter_fn(module, name)`` must
+   all accept the layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import ConfigError, UnknownNameError
+from .registry import did_you_mean
+
+__all__ = ["BayesConfig", "FORWARD_MODES", "KL_METHODS"]
+
+#: Forward modes of a Bayesian layer (see :class:`autobayes.nn.BayesLayer`).
+FORWARD_MODES = ("auto", "local", "sample", "mean")
+#: KL estimators (see :mod:`autobayes.kl`).
+KL_METHODS = ("auto", "closed", "repar", "direct")
+
+
+@dataclass
+class BayesConfig:
+    """Options of the Bayesian layers and of the conversion.
+
+    Args:
+        posterior: name of a registered posterior (``"radial"``, ``"gaussian"``, or one you registered).
+        kl: KL estimator: ``"auto"`` (closed form where the pair has one, else ``"repar"``), ``"closed"``,
+            ``"repar"`` (the paper's graph-reparameterised Monte Carlo estimator, memory independent of
+            ``n_mc``) or ``"direct"`` (plain Monte Carlo, graph grows with ``n_mc``; the reference).
+        n_mc: number M of Monte Carlo samples of the KL estimators, an integer >= 1.
+        forward: ``"auto"`` (the posterior's own default: local reparameterisation for the Gaussian, weight
+            sampling for the Radial), ``"local"``, ``"sample"`` or ``"mean"``.
+        prior: name of a registered prior (``"normal"``).
+        prior_loc: location of the prior: a float, or ``"weights"`` to centre it on the weights the layer was
+            converted from (a pretrained model's weights become the prior mean).
+        prior_scale: scale (standard deviation for ``"normal"``) of the prior, > 0.
+        prior_kwargs: extra arguments of the prior family.
+        init_log_var: ``(low, high)``: the posterior log-variance of each weight starts uniform in this range
+            (as in the paper repository), unless ``init_scale`` or ``moped_delta`` is given.
+        init_scale: a constant initial posterior scale sigma (> 0); useful when converting trained weights.
+        moped_delta: MOPED initialisation, sigma = ``moped_delta * |w|`` (floored at 1e-8) from the converted
+            weights w.
+        mc_chunk_size: how many noise tensors the sampled-statistics estimators draw at once (memory bound).
+        layer_types: the deterministic layer types to convert (classes or their names such as ``"Conv2d"``);
+            ``None`` converts every supported type (see :func:`autobayes.nn.get_default_mappings`).
+        include: qualified-name patterns; when given, only matching layers are converted.
+        exclude: qualified-name patterns of layers to keep deterministic.
+        filter_fn: ``filter_fn(module, name) -> bool``; layers for which it returns False stay deterministic.
+        overrides: per-layer options, ``{pattern: {field: value} | None}``; ``None`` keeps the layer
+            deterministic.
+
+    Example:
+        >>> cfg = BayesConfig(posterior="gaussian", n_mc=1000, overrides={"fc": {"prior_scale": 0.1}})
+        >>> cfg.for_layer("fc").prior_scale
+        0.1
+    """
+
+    posterior: str = "radial"
+    kl: str = "auto"
+    n_mc: int = 100
+    forward: str = "auto"
+    prior: str = "normal"
+    prior_loc: Union[float, str] = 0.0
+    prior_scale: float = 1.0
+    prior_kwargs: Dict[str, Any] = field(default_factory=dict)
+    init_log_var: Tuple[float, float] = (-3.0, -2.0)
+    init_scale: Optional[float] = None
+    moped_delta: Optional[float] = None
+    mc_chunk_size: int = 32
+    layer_types: Optional[Tuple[Union[type, str], ...]] = None
+    include: Optional[Tuple[str, ...]] = None
+    exclude: Tuple[str, ...] = ()
+    filter_fn: Optional[Callable[[Any, str], bool]] = None
+    overrides: Dict[str, Optional[Dict[str, Any]]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        from .posteriors import POSTERIORS
+        from .priors import PRIORS
+
+        self.posterior = _name_in(self.posterior, POSTERIORS.names(), "posterior")
+        self.prior = _name_in(self.prior, PRIORS.names(), "prior")
+        self.kl = _name_in(self.kl, KL_METHODS, "kl")
+        self.forward = _name_in(self.forward, FORWARD_MODES, "forward")
+        if isinstance(self.n_mc, bool) or not isinstance(self.n_mc, numbers.Integral) or self.n_mc < 1:
+            raise ConfigError(
+                f"n_mc must be an integer >= 1 (the number of Monte Carlo samples of the KL), got {self.n_mc!r}; "
+                f"e.g. n_mc=100"
+            )
+        self.n_mc = int(self.n_mc)
+        if isinstance(self.mc_chunk_size, bool) or not isinstance(self.mc_chunk_size, numbers.Integral) or self.mc_chunk_size < 1:
+            raise ConfigError(f"mc_chunk_size must be an integer >= 1, got {self.mc_chunk_size!r}")
+        if isinstance(self.prior_loc, str):
+            if self.prior_loc != "weights":
+                raise ConfigError(
+                    f"prior_loc must be a float or 'weights' (centre the prior on the converted weights), "
+                    f"got {self.prior_loc!r}"
+                )
+        else:
+            self.prior_loc = _finite(self.prior_loc, "prior_loc")
+        self.prior_scale = _positive(self.prior_scale, "prior_scale")
+        if not isinstance(self.prior_kwargs, Mapping):
+            raise ConfigError(f"prior_kwargs must be a dict, got {type(self.prior_kwargs).__name__}")
+        self.prior_kwargs = dict(self.prior_kwargs)
+        try:
+            low, high = (float(v) for v in self.init_log_var)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"init_log_var must be a pair (low, high) of floats, got {self.init_log_var!r}") from err
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ConfigError(f"init_log_var must satisfy low <= high (finite), got {self.init_log_var!r}; e.g. (-3.0, -2.0)")
+        self.init_log_var = (low, high)
+        if self.init_scale is not None:
+            self.init_scale = _positive(self.init_scale, "init_scale")
+        if self.moped_delta is not None:
+            self.moped_delta = _positive(self.moped_delta, "moped_delta")
+        if self.layer_types is not None:
+            self.layer_types = tuple(_layer_type(t) for t in _as_tuple(self.layer_types, "layer_types"))
+        if self.include is not None:
+            self.include = _patterns(self.include, "include")
+        self.exclude = _patterns(self.exclude, "exclude")
+        if self.filter_fn is not None and not callable(self.filter_fn):
+            raise ConfigError(f"filter_fn must be callable as filter_fn(module, name) -> bool, got {self.filter_fn!r}")
+        if not isinstance(self.overrides, Mapping):
+            raise ConfigError(f"overrides must be a dict {{pattern: dict | None}}, got {type(self.overrides).__name__}")
+        fields = {f.name for f in dataclasses.fields(self)} - _MODEL_LEVEL
+        for pattern, value in self.overrides.items():
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"overrides[{pattern!r}] must be a dict of options or None, got {value!r}")
+            for key in value:
+                if key not in fields:
+                    raise UnknownNameError(
+                        f"overrides[{pattern!r}] has an unknown option {key!r}; per-layer options are "
+                        f"{sorted(fields)}.{did_you_mean(key, fields)}"
+                    )
+            dataclasses.replace(self, **value, overrides={})  # validate the overridden values now
+
+    # ------------------------------------------------------------------ per-layer resolution
+    def for_layer(self, name: str, module: Any = None) -> Optional["BayesConfig"]:
+        """The configuration of the layer ``name`` (``module`` checked against the type / filter options),
+        or ``None`` when the layer stays deterministic."""
+        if module is not None and self.layer_types is not None:
+            if not any(_type_matches(module, t) for t in self.layer_types):
+                return None
+        if self.include is not None and not any(_match(name, p) for p in self.include):
+            return None
+        if any(_match(name, p) for p in self.exclude):
+            return None
+        if module is not None and self.filter_fn is not None and not self.filter_fn(module, name):
+            return None
+        cfg = self
+        matching = [p for p in self.overrides if p != name and _match(name, p)]
+        if name in self.overrides:
+            matching.append(name)
+        for pattern in matching:
+            value = self.overrides[pattern]
+            if value is None:
+                return None
+            cfg = dataclasses.replace(cfg, **value)
+        return cfg
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict (``filter_fn`` cannot be saved: it is dropped, with ``None`` in its place)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["filter_fn"] = None
+        out["init_log_var"] = list(self.init_log_var)
+        out["layer_types"] = None if self.layer_types is None else [t if isinstance(t, str) else t.__name__ for t in self.layer_types]
+        out["include"] = None if self.include is None else list(self.include)
+        out["exclude"] = list(self.exclude)
+        out["overrides"] = {k: (None if v is None else dict(v)) for k, v in self.overrides.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BayesConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in names:
+                raise UnknownNameError(f"unknown BayesConfig option {key!r}; valid: {sorted(names)}.{did_you_mean(key, names)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def make(cls, config: "BayesConfig | Mapping[str, Any] | None" = None, **options: Any) -> "BayesConfig":
+        """Build a config from a config, a dict and/or keyword options (keywords win)."""
+        if config is None:
+            base: Dict[str, Any] = {}
+        elif isinstance(config, BayesConfig):
+            base = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        elif isinstance(config, Mapping):
+            base = dict(config)
+        else:
+            raise ConfigError(f"config must be a BayesConfig, a dict or None, got {type(config).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in list(base) + list(options):
+            if key not in names:
+                raise UnknownNameError(f"unknown option {key!r}; valid options are {sorted(names)}.{did_you_mean(key, names)}")
+        base.update(options)
+        return cls(**base)
+
+
+# Options that select layers; they make no sense inside a per-layer override.
+_MODEL_LEVEL = {"layer_types", "include", "exclude", "filter_fn", "overrides"}
+
+
+def _name_in(value: Any, choices: Sequence[str], what: str) -> str:
+    key = str(value).lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise UnknownNameError(f"unknown {what} {value!r}; choose one of {list(choices)}.{did_you_mean(str(value), choices)}")
+    return key
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _positive(value: Any, what: str) -> float:
+    value = _finite(value, what)
+    if value <= 0:
+        raise ConfigError(f"{what} must be > 0, got {value!r}")
+    return value
+
+
+def _as_tuple(value: Any, what: str) -> tuple:
+    if isinstance(value, (str, type)):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError as err:
+        raise ConfigError(f"{what} must be a sequence, got {value!r}") from err
+
+
+def _patterns(value: Any, what: str) -> Tuple[str, ...]:
+    items = _as_tuple(value, what)
+    for p in items:
+        if not isinstance(p, str):
+            raise ConfigError(f"{what} must hold name patterns (str) such as 'fc' or 'layer4.*', got {p!r}")
+    return items
+
+
+def _layer_type(t: Any) -> Union[type, str]:
+    from .nn.mappings import get_default_mappings
+
+    supported = {cls.__name__: cls for cls in get_default_mappings()}
+    if isinstance(t, type):
+        if not any(issubclass(t, cls) for cls in supported.values()):
+            raise ConfigError(f"layer_types: {t.__name__} is not a supported layer type; supported: {sorted(supported)}")
+        return t
+    if isinstance(t, str) and t in supported:
+        return supported[t]
+    raise UnknownNameError(f"layer_types: unknown layer type {t!r}; supported: {sorted(supported)}.{did_you_mean(str(t), supported)}")
+
+
+def _type_matches(module: Any, t: Union[type, str]) -> bool:
+    return isinstance(module, t) if isinstance(t, type) else type(module).__name__ == t
+
+
+def _match(name: str, pattern: str) -> bool:
+    return name == pattern or fnmatch.fnmatchcase(name, pattern)

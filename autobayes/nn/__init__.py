@@ -1,0 +1,28 @@
+"""Bayesian layers."""
+
+from .base import BayesLayer
+from .conv import (
+    BayesConv1d,
+    BayesConv2d,
+    BayesConv3d,
+    BayesConvTranspose1d,
+    BayesConvTranspose2d,
+    BayesConvTranspose3d,
+)
+from .linear import BayesLinear
+from .mappings import DEFAULT_MAPPINGS, get_default_mappings
+from .parameter import BayesParameter
+
+__all__ = [
+    "BayesLayer",
+    "BayesParameter",
+    "BayesLinear",
+    "BayesConv1d",
+    "BayesConv2d",
+    "BayesConv3d",
+    "BayesConvTranspose1d",
+    "BayesConvTranspose2d",
+    "BayesConvTranspose3d",
+    "DEFAULT_MAPPINGS",
+    "get_default_mappings",
+]
