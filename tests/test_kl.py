@@ -222,3 +222,12 @@ def test_repar_memory_does_not_grow_with_n_mc():
 
     assert saved_bytes(repar_kl, 1) == saved_bytes(repar_kl, 10000)
     assert saved_bytes(direct_kl, 1000) > 100 * saved_bytes(direct_kl, 1)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 4.5, 499.5, 5e5])
+def test_standard_gamma_sampler_is_exact(alpha):
+    from autobayes.posteriors.gaussian import standard_gamma
+
+    torch.manual_seed(11)
+    g = standard_gamma(alpha, (50000,)).double().numpy()
+    assert stats.kstest(g, "gamma", args=(alpha,)).pvalue > 0.01
