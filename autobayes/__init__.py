@@ -1,6 +1,9 @@
 """autobayes: turn any deterministic PyTorch network into a Bayesian neural network in one call."""
 
+from .api import BayesOutput, bayesify, inspect_model, kl_disabled, use_mean
 from .config import BayesConfig
+from .fx.report import ConversionReport
+from .io import CheckpointInfo, OutputExistsError, load, load_state_dict_file, read_checkpoint_info, save
 from .errors import (
     AutobayesError,
     CheckpointError,
@@ -10,6 +13,21 @@ from .errors import (
     UntraceableModelError,
 )
 from .kl import KL_ESTIMATORS, kl_divergence, register_closed_kl
+from .losses import CategoricalELBO, ELBOLoss, ELBOTerms, GaussianELBO, split_mean_logvar
+from .metrics import (
+    accuracy,
+    auroc,
+    brier_score,
+    confidence_curve,
+    expected_calibration_error,
+    gaussian_nll,
+    interval_coverage,
+    nll,
+    reliability_table,
+    rmse,
+)
+from .schedules import BETA_SCHEDULES, get_beta_schedule
+from .uncertainty import ClassificationSummary, RegressionSummary, classification_summary, predict, regression_summary
 from .nn import (
     BayesConv1d,
     BayesConv2d,
@@ -28,6 +46,20 @@ from .priors import PRIORS, Normal, Prior, register_prior
 __version__ = "0.1.0"
 
 __all__ = [
+    # conversion
+    "bayesify",
+    "inspect_model",
+    "use_mean",
+    "kl_disabled",
+    "BayesOutput",
+    "ConversionReport",
+    # checkpoints
+    "save",
+    "load",
+    "read_checkpoint_info",
+    "CheckpointInfo",
+    "load_state_dict_file",
+    "OutputExistsError",
     # configuration and errors
     "BayesConfig",
     "AutobayesError",
@@ -60,4 +92,28 @@ __all__ = [
     "KL_ESTIMATORS",
     "kl_divergence",
     "register_closed_kl",
+    # training losses and KL schedules
+    "ELBOLoss",
+    "ELBOTerms",
+    "CategoricalELBO",
+    "GaussianELBO",
+    "split_mean_logvar",
+    "BETA_SCHEDULES",
+    "get_beta_schedule",
+    # uncertainty and metrics
+    "predict",
+    "classification_summary",
+    "regression_summary",
+    "ClassificationSummary",
+    "RegressionSummary",
+    "accuracy",
+    "nll",
+    "brier_score",
+    "expected_calibration_error",
+    "reliability_table",
+    "auroc",
+    "confidence_curve",
+    "gaussian_nll",
+    "rmse",
+    "interval_coverage",
 ]

@@ -1,0 +1,269 @@
+"""Rewriting a traced graph into a Bayesian forward that returns ``(output, kl)``.
+
+The graph was traced from the deterministic model; :func:`autobayes.fx.swap.convert_modules` has since swapped
+its layers in place (same qualified names, so every ``call_module`` node still resolves). The passes:
+
+1. **Parameter reads** (``get_attr`` nodes). A read of a converted layer's ``weight`` / ``bias`` becomes a
+   ``call_module`` of its posterior (``<owner>.weight_posterior``): a sample, or the mean under
+   :func:`autobayes.use_mean`. A raw parameter whose value reaches a weight argument of ``F.linear``,
+   ``F.conv*``, ``matmul``, ``addmm``, ``einsum``, ... -- directly or through input-independent ops such as a weight
+   standardisation -- becomes Bayesian too: its owner gets a posterior attribute ``<owner>.<param>_posterior``
+   (a :class:`~autobayes.nn.BayesParameter`) and the read becomes a sample. Buffers never become Bayesian;
+   parameters used otherwise (layer-scale gammas, position embeddings, norm weights) stay deterministic.
+2. **One sample per parameter per forward**: repeated reads of the same posterior share one draw. (A Bayesian
+   *layer* called twice draws a weight per call; its KL still counts once.)
+3. **KL threading**: one ``kl_of(layer)`` node per Bayesian layer or stand-alone posterior the graph uses --
+   including those inside opaque leaf modules -- summed by one ``sum_kl`` node, and the output node rewritten to
+   ``(output, kl)``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..config import BayesConfig
+from ..nn import BayesLayer, BayesParameter
+from .report import ConversionReport, LayerRecord
+from .swap import _ROOT_MIXINS, BayesOutput, base_class, is_kl_unit, kl_of, patch_attributes, select_layer, strip_state, sum_kl
+
+__all__ = ["rewrite_graph", "compile_graph", "install_fx_root", "WEIGHT_OPS"]
+
+_CONV_TYPES = {
+    F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
+    F.conv_transpose1d: nn.ConvTranspose1d, F.conv_transpose2d: nn.ConvTranspose2d, F.conv_transpose3d: nn.ConvTranspose3d,
+}
+#: call_function targets that consume weights -> (layer type they count as, positions of weight arguments or None=all)
+WEIGHT_OPS: Dict[Callable, Tuple[type, Optional[Tuple[int, ...]], Tuple[str, ...]]] = {
+    F.linear: (nn.Linear, (1, 2), ("weight", "bias")),
+    F.bilinear: (nn.Linear, (2, 3), ("weight", "bias")),
+    torch.matmul: (nn.Linear, None, ()),
+    operator.matmul: (nn.Linear, None, ()),
+    torch.mm: (nn.Linear, None, ()),
+    torch.bmm: (nn.Linear, None, ()),
+    torch.mv: (nn.Linear, None, ()),
+    torch.addmm: (nn.Linear, None, ()),
+    torch.baddbmm: (nn.Linear, None, ()),
+    torch.addmv: (nn.Linear, None, ()),
+    torch.einsum: (nn.Linear, None, ()),
+    torch.tensordot: (nn.Linear, None, ()),
+    **{fn: (t, (1, 2), ("weight", "bias")) for fn, t in _CONV_TYPES.items()},
+}
+_WEIGHT_METHODS = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "addmm", "baddbmm", "addmv"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# analysis helpers
+# ---------------------------------------------------------------------------------------------------------------
+def _input_dependent(graph: fx.Graph) -> Set[fx.Node]:
+    dep: Set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
+            dep.add(node)
+    return dep
+
+
+def _weight_args(node: fx.Node) -> Optional[Tuple[type, List[Any]]]:
+    if node.op == "call_function" and node.target in WEIGHT_OPS:
+        as_type, positions, names = WEIGHT_OPS[node.target]
+        if positions is None:
+            return as_type, list(node.args) + list(node.kwargs.values())
+        args = [node.args[i] for i in positions if i < len(node.args)] + [node.kwargs[k] for k in names if k in node.kwargs]
+        return as_type, args
+    if node.op == "call_method" and node.target in _WEIGHT_METHODS:
+        return nn.Linear, list(node.args) + list(node.kwargs.values())
+    return None
+
+
+def _source_get_attr(value: Any, dep: Set[fx.Node], depth: int = 16) -> Optional[fx.Node]:
+    """Follow ``value``'s first-argument chain of input-independent ops back to a ``get_attr`` node."""
+    node = value
+    while isinstance(node, fx.Node) and depth > 0 and node not in dep:
+        if node.op == "get_attr":
+            return node
+        if node.op not in ("call_function", "call_method") or not node.args:
+            return None
+        node = node.args[0]
+        depth -= 1
+    return None
+
+
+def _resolve(model: nn.Module, target: str) -> Tuple[str, Optional[nn.Module], str]:
+    owner_path, _, attr = target.rpartition(".")
+    try:
+        owner = model.get_submodule(owner_path)
+    except AttributeError:
+        return owner_path, None, attr
+    return owner_path, owner, attr
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the passes
+# ---------------------------------------------------------------------------------------------------------------
+def _rewrite_parameter_reads(model: nn.Module, graph: fx.Graph, config: BayesConfig, report: ConversionReport) -> None:
+    dep = _input_dependent(graph)
+    functional: Dict[str, type] = {}  # get_attr target -> layer type it counts as
+    for node in graph.nodes:
+        found = _weight_args(node)
+        if found is None:
+            continue
+        as_type, args = found
+        for arg in args:
+            src = _source_get_attr(arg, dep)
+            if src is not None:
+                functional.setdefault(src.target, as_type)
+
+    for node in list(graph.nodes):
+        if node.op != "get_attr":
+            continue
+        owner_path, owner, attr = _resolve(model, node.target)
+        if owner is None:
+            continue
+        posterior = owner._modules.get(attr + "_posterior")
+        if isinstance(posterior, BayesParameter) and attr not in owner._parameters:
+            pass  # a converted layer / posterior attribute read functionally
+        elif isinstance(owner._parameters.get(attr), nn.Parameter) and node.target in functional:
+            tname = base_class(owner).__name__
+            n = owner._parameters[attr].numel()
+            cfg, reason = select_layer(config, owner_path, owner, functional[node.target])
+            if cfg is None:
+                if not any(r.name == owner_path and attr in r.params for r in report.records):
+                    report.records.append(LayerRecord(owner_path, tname, "skipped", "functional", [attr], n, reason=reason))
+                continue
+            patch_attributes(owner, [attr], cfg)
+            report.records.append(
+                LayerRecord(owner_path, tname, "bayesian", "functional", [attr], n, 2 * n,
+                            reason=f"parameter {attr!r} read in the graph and fed to a weight op")
+            )
+        else:
+            continue
+        with graph.inserting_before(node):
+            call = graph.call_module(_join(owner_path, attr + "_posterior"))
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+
+
+def _share_samples(graph: fx.Graph, model: nn.Module) -> None:
+    first: Dict[str, fx.Node] = {}
+    for node in list(graph.nodes):
+        if node.op != "call_module" or node.args or node.kwargs:
+            continue
+        if not isinstance(model.get_submodule(node.target), BayesParameter):
+            continue
+        if node.target in first:
+            node.replace_all_uses_with(first[node.target])
+            graph.erase_node(node)
+        else:
+            first[node.target] = node
+
+
+def kl_units_of_graph(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
+    """``{path: module}``: the Bayesian layers / stand-alone posteriors the graph uses (each object once)."""
+    units: Dict[str, nn.Module] = {}
+    seen: Set[int] = set()
+
+    def add(path: str, module: nn.Module) -> None:
+        if id(module) not in seen:
+            seen.add(id(module))
+            units[path] = module
+
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = model.get_submodule(node.target)
+        parent_path = node.target.rpartition(".")[0]
+        parent = model.get_submodule(parent_path)
+        if isinstance(module, BayesParameter) and isinstance(parent, BayesLayer):
+            add(parent_path, parent)
+            continue
+        if is_kl_unit(module, parent):
+            add(node.target, module)
+            continue
+        # an opaque leaf: the Bayesian layers / posteriors inside it
+        parents = {id(c): m for m in module.modules() for c in m.children()}
+        for sub, m in module.named_modules():
+            if sub and is_kl_unit(m, parents.get(id(m))):
+                add(_join(node.target, sub), m)
+    return units
+
+
+def rewrite_graph(model: nn.Module, graph: fx.Graph, config: BayesConfig, report: ConversionReport) -> Dict[str, nn.Module]:
+    """Run the passes on ``graph`` (in place); returns the KL units it uses."""
+    _rewrite_parameter_reads(model, graph, config, report)
+    _share_samples(graph, model)
+    units = kl_units_of_graph(model, graph)
+    output = next(n for n in reversed(graph.nodes) if n.op == "output")
+    with graph.inserting_before(output):
+        terms = [graph.call_function(kl_of, (graph.get_attr(path),)) for path in units]
+        total = graph.call_function(sum_kl, tuple(terms))
+    output.args = ((output.args[0], total),)
+    graph.lint()
+    return units
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# code generation and the Bayesian root
+# ---------------------------------------------------------------------------------------------------------------
+def compile_graph(graph: fx.Graph) -> str:
+    """Python source (with its imports) of ``graph`` as a ``forward(self, ...)`` method."""
+    from torch.fx.graph_module import _format_import_block
+    from torch.package import sys_importer
+
+    code = graph.python_code(root_module="self")
+    return _format_import_block(code.globals, sys_importer) + "\n" + code.src
+
+
+def _load(src: str) -> Callable[..., Any]:
+    from torch.fx.graph_module import _forward_from_src
+
+    return _forward_from_src(src, {})
+
+
+class _FXRoot:
+    """Root mixin of a model converted by graph rewriting: forward runs the rewritten graph of the current mode
+    (train / eval graphs can differ) and returns :class:`BayesOutput`."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> BayesOutput:
+        fn = self.__dict__["_autobayes_fns"]["train" if self.training else "eval"]
+        output, kl = fn(self, *args, **kwargs)
+        return BayesOutput(output, kl)
+
+    @property
+    def code(self) -> str:
+        """The Python source of the rewritten forward (current mode)."""
+        return self.__dict__["_autobayes_code"]["train" if self.training else "eval"]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return strip_state(super().__getstate__())
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        _compile_root(self)
+
+
+_ROOT_MIXINS["fx"] = _FXRoot
+
+
+def _compile_root(model: nn.Module) -> None:
+    code = model.__dict__["_autobayes_code"]
+    fns = {}
+    for mode, src in code.items():
+        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _load(src)
+    model.__dict__["_autobayes_fns"] = fns
+
+
+def install_fx_root(model: nn.Module, graphs: Dict[str, fx.Graph]) -> None:
+    """Give ``model`` the rewritten forward of each mode (``graphs``: ``{"train": g, "eval": g}``)."""
+    from .swap import set_class
+
+    model.__dict__["_autobayes_code"] = {mode: compile_graph(g) for mode, g in graphs.items()}
+    _compile_root(model)
+    set_class(model, root="fx")

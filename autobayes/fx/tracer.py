@@ -1,0 +1,211 @@
+"""The torch.fx tracer of :func:`autobayes.bayesify`: which modules stay opaque, and what to say when tracing fails.
+
+Leaf modules (one ``call_module`` node, never traced into):
+
+* every layer of :func:`autobayes.nn.get_default_mappings` of the *exact* type (``nn.Linear``, ``nn.Conv2d``, ...),
+  and the Bayesian layers / parameters themselves; subclasses with their own forward (timm's ``StdConv2d``) are
+  traced through, so their functional weight use is visible;
+* the modules of timm's FX registries (``timm.layers._fx``: what timm's own feature extraction treats as leaves --
+  blocks with shape-dependent control flow) and the ``leaf_modules`` you pass;
+* torch.fx's default: modules defined in ``torch.nn`` (except ``nn.Sequential``).
+
+Functions of timm's notrace registry and the ``autowrap_functions`` you pass are recorded as single nodes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from torch import fx, nn
+
+from ..errors import UntraceableModelError
+from ..nn import BayesLayer, BayesParameter, get_default_mappings
+
+__all__ = ["BayesTracer", "TraceFailure", "timm_registries", "is_leaf", "leaf_ancestors", "trace_modes"]
+
+
+def timm_registries() -> Tuple[Tuple[type, ...], Tuple[Callable, ...]]:
+    """timm's FX leaf modules and autowrap functions (empty when timm is not installed)."""
+    try:
+        import timm.models  # noqa: F401  (importing the models fills the registries)
+        from timm.layers import _fx
+    except ImportError:  # pragma: no cover - timm is a dependency, but keep the tracer usable without it
+        return (), ()
+    leaves = tuple(m for m in _fx.get_notrace_modules() if isinstance(m, type))
+    fns = tuple(f for f in _fx.get_notrace_functions() if callable(f))
+    return leaves, fns
+
+
+def is_leaf(module: nn.Module, leaf_types: Tuple[type, ...]) -> bool:
+    """The leaf rule of :class:`BayesTracer` (see the module docstring)."""
+    if isinstance(module, (BayesLayer, BayesParameter)):
+        return True
+    base = getattr(type(module), "_autobayes_base", type(module))
+    if base in get_default_mappings():
+        return True
+    if leaf_types and isinstance(module, leaf_types):
+        return True
+    return (base.__module__.startswith("torch.nn") or base.__module__.startswith("torch.ao.nn")) and not isinstance(
+        module, nn.Sequential
+    )
+
+
+def leaf_ancestors(model: nn.Module, leaf_types: Tuple[type, ...]) -> Dict[str, str]:
+    """``{name: leaf}`` for every module strictly inside an opaque leaf module ``leaf`` of ``model``."""
+    out: Dict[str, str] = {}
+
+    def visit(module: nn.Module, prefix: str, leaf: Optional[str]) -> None:
+        for name, child in module._modules.items():
+            if child is None:
+                continue
+            full = f"{prefix}.{name}" if prefix else name
+            if leaf is not None:
+                out.setdefault(full, leaf)
+                visit(child, full, leaf)
+            else:
+                container = isinstance(child, (nn.ModuleList, nn.ModuleDict))  # never called, so never a leaf
+                visit(child, full, full if not container and is_leaf(child, leaf_types) else None)
+
+    visit(model, "", None)
+    return out
+
+
+class TraceFailure(Exception):
+    """Tracing failed; ``path`` / ``module_type`` say in which module, ``where`` the source line."""
+
+    def __init__(self, error: BaseException, path: Optional[str], module_type: Optional[type], mode: str) -> None:
+        self.error = error
+        self.path = path
+        self.module_type = module_type
+        self.mode = mode
+        self.where = _user_frame(error)
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        at = f"module {self.path!r} ({self.module_type.__name__})" if self.path else "the model's own forward"
+        where = f" at {self.where}" if self.where else ""
+        first = str(self.error).strip().splitlines()[0] if str(self.error).strip() else type(self.error).__name__
+        return f"torch.fx cannot trace {at} in {self.mode} mode{where}: {type(self.error).__name__}: {first}"
+
+    def fixes(self, model_name: str = "model") -> List[str]:
+        fixes = []
+        if self.path and self.module_type is not None:
+            cls = self.module_type
+            fixes.append(
+                f"bnn = autobayes.bayesify({model_name}, leaf_modules=[{cls.__module__}.{cls.__qualname__}])"
+                f"  # keep {cls.__name__} opaque; its Linear/Conv layers still become Bayesian"
+            )
+        fixes.append(
+            f"bnn = autobayes.bayesify({model_name}, concrete_args={{'flag': False}})"
+            f"  # fix the forward arguments the control flow depends on"
+        )
+        fixes.append(f"bnn = autobayes.bayesify({model_name}, mode='swap')  # no tracing: swap layers in place")
+        return fixes
+
+    def to_error(self, model_name: str = "model") -> UntraceableModelError:
+        fixes = "\n".join("    " + f for f in self.fixes(model_name))
+        return UntraceableModelError(
+            f"{self.summary()}\nFixes:\n{fixes}\n"
+            f"See what would be converted with autobayes.inspect_model({model_name}) (or `autobayes inspect`)."
+        )
+
+
+def _user_frame(error: BaseException) -> str:
+    """``file:line: code`` of the innermost frame outside torch.fx / torch.nn.Module machinery and autobayes."""
+    skip = (os.sep + os.path.join("torch", "fx") + os.sep, os.path.join("torch", "nn", "modules", "module.py"),
+            os.sep + "autobayes" + os.sep, os.path.join("torch", "_tensor.py"), os.path.join("torch", "overrides.py"))
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        if not any(s in frame.filename for s in skip):
+            code = f": {frame.line.strip()}" if frame.line else ""
+            return f"{frame.filename}:{frame.lineno}{code}"
+    return ""
+
+
+class BayesTracer(fx.Tracer):
+    """``torch.fx.Tracer`` with autobayes' leaf rule and timm's registries; records where tracing failed.
+
+    Args:
+        leaf_modules: extra module types to keep opaque.
+        autowrap_functions: extra functions to record as single nodes.
+        use_timm: honour timm's leaf-module / autowrap-function registries.
+
+    Example:
+        >>> graph = BayesTracer().trace(torchvision.models.resnet18())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        leaf_modules: Sequence[type] = (),
+        autowrap_functions: Sequence[Callable] = (),
+        use_timm: bool = True,
+    ) -> None:
+        timm_leaves, timm_fns = timm_registries() if use_timm else ((), ())
+        super().__init__(autowrap_modules=(math,), autowrap_functions=tuple(autowrap_functions) + timm_fns)
+        self.leaf_types: Tuple[type, ...] = tuple(leaf_modules) + timm_leaves
+        self.failure: Optional[Tuple[str, type]] = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return is_leaf(m, self.leaf_types)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failure is None:  # the innermost module is the first to see the error
+                try:
+                    path = self.path_of_module(m)
+                except NameError:
+                    path = "<module created during forward>"
+                self.failure = (path, type(m))
+            raise
+
+
+def _purge_proxies(model: nn.Module) -> None:
+    """Drop fx proxies a module cached in itself while being traced (attention-bias caches in eval mode)."""
+    for m in model.modules():
+        for key, value in list(m.__dict__.items()):
+            if isinstance(value, fx.Proxy):
+                m.__dict__[key] = None
+            elif isinstance(value, dict) and key not in ("_modules", "_parameters", "_buffers"):
+                for k in [k for k, v in value.items() if isinstance(v, fx.Proxy)]:
+                    del value[k]
+
+
+def trace_modes(
+    model: nn.Module,
+    make_tracer: Callable[[], BayesTracer],
+    concrete_args: Optional[Dict[str, Any]] = None,
+) -> Tuple[Dict[str, fx.Graph], List[str]]:
+    """Trace ``model`` in eval and in train mode (graphs can differ: auxiliary heads, stochastic depth).
+
+    Returns ``({"train": graph, "eval": graph}, notes)``. When only one mode traces, its graph serves both
+    (noted); when the model's current mode does not trace, :class:`TraceFailure` is raised.
+    """
+    was_training = model.training
+    graphs: Dict[str, fx.Graph] = {}
+    failures: Dict[str, TraceFailure] = {}
+    try:
+        for mode in ("eval", "train"):  # train last: train() clears caches some models fill in eval mode
+            model.train(mode == "train")
+            tracer = make_tracer()
+            try:
+                graphs[mode] = tracer.trace(model, concrete_args=concrete_args)
+            except Exception as err:  # noqa: BLE001 - any tracing error is reported with its location
+                path, mtype = tracer.failure or (None, None)
+                failures[mode] = TraceFailure(err, path, mtype, mode)
+            finally:
+                _purge_proxies(model)
+    finally:
+        model.train(was_training)
+    current = "train" if was_training else "eval"
+    if current in failures:
+        raise failures[current]
+    notes = []
+    for mode, failure in failures.items():
+        graphs[mode] = graphs[current]
+        notes.append(f"{failure.summary()}; the {current}-mode graph is used in {mode} mode too")
+    return graphs, notes
