@@ -1,0 +1,121 @@
+"""The ``autobayes`` command (also ``python -m autobayes``): train, evaluate, convert, inspect, predict.
+
+Exit codes: 0 success, 2 usage error (bad flag, unknown name, invalid option value), 1 failure (missing or
+corrupt file, checkpoint that does not match, output that exists without ``--force``, ...). Expected failures
+print one line, ``autobayes: error: ...``, on stderr; set ``AUTOBAYES_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+import warnings
+from typing import Optional, Sequence
+
+from .errors import AutobayesError, ConfigError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: Subcommands, each a module of :mod:`autobayes.commands` exposing ``add_parser(subparsers)`` and ``run(args)``.
+COMMANDS = ("train", "evaluate", "convert", "inspect", "predict")
+
+_EPILOG = """\
+examples:
+  autobayes train --arch digits_cnn --data digits --out runs/digits
+  autobayes convert resnet18.pt -o resnet18_bnn.safetensors --arch torchvision:resnet18 --num-classes 10 --init-scale 1e-3
+  autobayes inspect torchvision:resnet18 --posterior gaussian --exclude conv1
+  autobayes inspect resnet18_bnn.safetensors
+  autobayes predict resnet18_bnn.safetensors images/ -o predictions.csv
+  autobayes evaluate resnet18_bnn.safetensors --data cifar10 --out runs/eval
+
+`autobayes COMMAND --help` describes each command. Exit codes: 0 success, 1 failure, 2 usage error."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per available command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="autobayes",
+        description="Turn deterministic PyTorch networks into Bayesian neural networks; train, convert, inspect, "
+        "predict with and evaluate them.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"autobayes {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"autobayes.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"autobayes.commands.{name}":
+                raise
+            continue  # a command whose module is not installed is simply not offered
+        module.add_parser(subparsers)
+        subparsers.choices[name].set_defaults(_run=module.run)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"autobayes: error: {message}", file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit code.
+
+    Example:
+        >>> main(["inspect", "digits_cnn", "--in-channels", "1", "--image-size", "8"])  # doctest: +SKIP
+        0
+    """
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version (0) and usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return 2
+    debug = os.environ.get("AUTOBAYES_DEBUG", "") not in ("", "0")
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(run(args) or 0)
+    except ConfigError as err:  # an invalid or unknown option value: a usage error
+        if debug:
+            traceback.print_exc()
+        _error(_one_line(err))
+        return 2
+    except (AutobayesError, OSError) as err:
+        if debug:
+            traceback.print_exc()
+        _error(_one_line(err))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as err:  # an unexpected failure: one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        _error(f"{type(err).__name__}: {_one_line(err)} (set AUTOBAYES_DEBUG=1 to see the traceback)")
+        return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings raised while a command runs: ``autobayes: warning: ...`` on stderr (no source line)."""
+    print(f"autobayes: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename!r}"
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Options shared by the subcommands: the model to build, the Bayesian configuration, output files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..config import BayesConfig, FORWARD_MODES, KL_METHODS
+from ..errors import ConfigError
+
+__all__ = [
+    "add_model_options",
+    "model_kwargs_from_args",
+    "add_bayes_options",
+    "bayes_config_from_args",
+    "add_runtime_options",
+    "device_from_args",
+    "positive",
+    "formatter",
+]
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    """Keep the examples of each ``--help`` epilog as written, and show defaults."""
+    return _Formatter(prog, max_help_position=32)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Raw epilog; ``(default: X)`` appended to the help of options whose default is informative."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default is None or default is False or default == [] or default == argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# ---------------------------------------------------------------------- model
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--num-classes``, ``--in-channels``, ``--image-size``, ``--model-arg KEY=VALUE``."""
+    group = parser.add_argument_group("architecture (see autobayes.models.build_model)")
+    group.add_argument("--num-classes", type=int, default=10, metavar="N", help="number of classes (outputs)")
+    group.add_argument("--in-channels", type=int, default=3, metavar="C", help="input image channels")
+    group.add_argument("--image-size", type=int, default=32, metavar="PX", help="side of the square input images")
+    group.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="extra constructor argument of the architecture, VALUE as JSON (e.g. --model-arg width=32); repeatable",
+    )
+
+
+def _key_values(items: List[str], what: str) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} expects KEY=VALUE, got {item!r}; e.g. {what} width=32")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word is a string
+    return out
+
+
+def model_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """Keyword arguments of :func:`autobayes.models.build_model` (besides ``arch``)."""
+    kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size)
+    kwargs.update(_key_values(args.model_arg, "--model-arg"))
+    return kwargs
+
+
+# ---------------------------------------------------------------------- Bayesian configuration
+def add_bayes_options(parser: argparse.ArgumentParser) -> None:
+    """The :class:`autobayes.BayesConfig` options; unset ones keep the config's defaults."""
+    from ..posteriors import POSTERIORS
+    from ..priors import PRIORS
+
+    group = parser.add_argument_group("Bayesian options (see autobayes.BayesConfig; unset = its default)")
+    group.add_argument("--config", type=Path, metavar="JSON", default=None,
+                       help="a JSON file of BayesConfig options (the flags below override it)")
+    group.add_argument("--posterior", choices=POSTERIORS.names(), default=None, help="posterior family (default radial)")
+    group.add_argument("--kl", choices=KL_METHODS, default=None, help="KL estimator")
+    group.add_argument("--n-mc", type=int, default=None, metavar="M", help="Monte Carlo samples of the KL estimator")
+    group.add_argument("--forward", choices=FORWARD_MODES, default=None, help="forward mode of the Bayesian layers")
+    group.add_argument("--prior", choices=PRIORS.names(), default=None, help="prior family")
+    group.add_argument("--prior-loc", default=None, metavar="LOC",
+                       help="prior location: a number, or 'weights' to centre the prior on the converted weights")
+    group.add_argument("--prior-scale", type=float, default=None, metavar="S", help="prior scale (> 0)")
+    group.add_argument("--init-scale", type=float, default=None, metavar="SIGMA",
+                       help="constant initial posterior scale, e.g. 1e-3 to start close to the converted weights")
+    group.add_argument("--init-log-var", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="initial posterior log-variance range")
+    group.add_argument("--moped-delta", type=float, default=None, metavar="D",
+                       help="MOPED initialisation: sigma = D * |w|")
+    group.add_argument("--layer-types", nargs="+", default=None, metavar="TYPE",
+                       help="layer types to convert, e.g. Conv2d Linear")
+    group.add_argument("--include", action="append", default=None, metavar="PATTERN",
+                       help="convert only layers whose qualified name matches (fnmatch, e.g. 'layer4.*'); repeatable")
+    group.add_argument("--exclude", action="append", default=None, metavar="PATTERN",
+                       help="keep matching layers deterministic (e.g. 'conv1'); repeatable")
+    group.add_argument("--override", action="append", default=[], metavar="PATTERN=JSON",
+                       help="per-layer options, e.g. --override 'fc={\"prior_scale\": 0.1}' or --override fc=null")
+
+
+def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
+    """Build the :class:`BayesConfig` from ``--config`` and the flags (flags win)."""
+    base: Dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise ConfigError(f"--config: no such file {str(args.config)!r}")
+        try:
+            base = json.loads(args.config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--config {str(args.config)!r} is not valid JSON ({err})") from err
+        if not isinstance(base, dict):
+            raise ConfigError(f"--config {str(args.config)!r} must hold a JSON object of BayesConfig options")
+    flags = {
+        "posterior": args.posterior, "kl": args.kl, "n_mc": args.n_mc, "forward": args.forward, "prior": args.prior,
+        "prior_scale": args.prior_scale, "init_scale": args.init_scale, "moped_delta": args.moped_delta,
+        "init_log_var": None if args.init_log_var is None else tuple(args.init_log_var),
+        "layer_types": None if args.layer_types is None else tuple(args.layer_types),
+        "include": None if args.include is None else tuple(args.include),
+        "exclude": None if args.exclude is None else tuple(args.exclude),
+    }
+    if args.prior_loc is not None:
+        flags["prior_loc"] = _prior_loc(args.prior_loc)
+    options = {k: v for k, v in flags.items() if v is not None}
+    if args.override:
+        overrides = dict(base.get("overrides") or {})
+        overrides.update(_key_values(args.override, "--override"))
+        options["overrides"] = overrides
+    return BayesConfig.make(base, **options)
+
+
+def _prior_loc(text: str) -> Any:
+    if text == "weights":
+        return "weights"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--prior-loc must be a number or 'weights', got {text!r}") from None
+
+
+# ---------------------------------------------------------------------- runtime
+def add_runtime_options(parser: argparse.ArgumentParser, *, n_samples: bool = True) -> None:
+    """``--n-samples``, ``--batch-size``, ``--device``, ``--seed``."""
+    group = parser.add_argument_group("prediction")
+    if n_samples:
+        group.add_argument("--n-samples", type=int, default=100, metavar="S", help="posterior samples per input")
+    group.add_argument("--batch-size", type=int, default=256, metavar="B", help="inputs per batch")
+    group.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    group.add_argument("--seed", type=int, default=0, help="random seed of the posterior samples")
+    group.add_argument("--interval", type=float, default=0.95, metavar="LEVEL", help="credible-interval level")
+
+
+def device_from_args(args: argparse.Namespace) -> str:
+    import torch
+
+    if args.device:
+        try:
+            torch.device(args.device)
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"--device: invalid device {args.device!r} ({err}); e.g. cpu, cuda, cuda:0") from err
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        return args.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def positive(value: Optional[int], flag: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be >= 1, got {value}")

@@ -1,0 +1,74 @@
+"""``autobayes inspect``: what a conversion would do to an architecture, or what a checkpoint holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..api import MODES
+from .common import add_bayes_options, add_model_options, bayes_config_from_args, formatter, model_kwargs_from_args
+
+__all__ = ["add_parser", "run"]
+
+EXAMPLES = """\
+examples:
+  # which layers of a ResNet-18 would become Bayesian, which stay deterministic and why
+  autobayes inspect torchvision:resnet18 --num-classes 10 --exclude conv1
+
+  autobayes inspect timm:resnet18 --posterior gaussian --json
+  autobayes inspect digits_cnn --in-channels 1 --image-size 8
+
+  # the architecture, Bayesian configuration, versions and metadata stored in a checkpoint
+  autobayes inspect resnet18_bnn.safetensors"""
+
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="report what bayesify would convert in an architecture, or describe a checkpoint",
+        description="With an architecture name: build it and print the conversion report of autobayes.inspect_model "
+        "(which layers become Bayesian, which stay deterministic and why). With an autobayes checkpoint: print "
+        "its architecture, Bayesian configuration, tensors, versions and metadata (nothing is built).",
+        epilog=EXAMPLES,
+        formatter_class=formatter,
+    )
+    parser.add_argument("target", metavar="ARCH|CHECKPOINT", help="an architecture name or an autobayes .safetensors file")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--mode", choices=MODES, default="auto",
+                        help="conversion route of autobayes.bayesify: fx (graph rewrite), swap (modules swapped), auto (fx, else swap)")
+    add_model_options(parser)
+    add_bayes_options(parser)
+    return parser
+
+
+def _looks_like_path(target: str) -> bool:
+    return "/" in target or "\\" in target or target.lower().endswith(_CHECKPOINT_SUFFIXES)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import CheckpointError
+    from ..io import read_checkpoint_info
+
+    path = Path(args.target)
+    if path.exists() or _looks_like_path(args.target):
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {args.target!r} does not exist")
+        info = read_checkpoint_info(path)
+        print(json.dumps(info.to_dict(), indent=2) if args.json else info)
+        return 0
+    return _inspect_arch(args)
+
+
+def _inspect_arch(args: argparse.Namespace) -> int:
+    from ..api import inspect_model
+    from ..models import build_model
+
+    config = bayes_config_from_args(args)
+    model = build_model(args.target, **model_kwargs_from_args(args))
+    options = {"mode": args.mode}
+    report = inspect_model(model, config=config, **options)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report)
+    return 0
