@@ -27,6 +27,9 @@ from .metrics import (
     rmse,
 )
 from .schedules import BETA_SCHEDULES, get_beta_schedule
+from .data import DatasetInfo, load_dataset
+from .models import build_model
+from .training import TrainResult, train
 from .uncertainty import ClassificationSummary, RegressionSummary, classification_summary, predict, regression_summary
 from .nn import (
     BayesConv1d,
@@ -100,6 +103,12 @@ __all__ = [
     "split_mean_logvar",
     "BETA_SCHEDULES",
     "get_beta_schedule",
+    # training: architectures, data sets, the training loop
+    "build_model",
+    "load_dataset",
+    "DatasetInfo",
+    "train",
+    "TrainResult",
     # uncertainty and metrics
     "predict",
     "classification_summary",
