@@ -10,7 +10,11 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["Posterior", "POSTERIORS", "register_posterior"]
+__all__ = ["Posterior", "POSTERIORS", "register_posterior", "MAX_CHUNK_ELEMENTS", "chunk_length"]
+
+#: The most noise elements (draws x weights) one chunk of a sampled-statistics estimator holds: a tensor larger
+#: than this is processed one draw at a time, so its peak memory is the same at every M.
+MAX_CHUNK_ELEMENTS = 1 << 22
 
 #: Registry of posterior families, by name.
 POSTERIORS: Registry[type] = Registry("posterior")
@@ -84,11 +88,11 @@ class Posterior:
 
         With a Gaussian prior the ``n_mc``-sample Monte Carlo estimate of the cross-entropy depends on the noise
         only through ``(a, b)``. This generic version draws the noise exactly, ``chunk_size`` tensors at a time
-        (fewer when a tensor is large: at most ~2^24 elements per chunk), with no autograd graph, so memory is
+        (fewer when a tensor is large: at most :data:`MAX_CHUNK_ELEMENTS` per chunk), with no autograd graph, so memory is
         bounded by the chunk and not by ``n_mc``. Subclasses override it when ``(a, b)`` has a cheaper exact law.
         """
         numel = math.prod(shape)
-        chunk = max(1, min(n_mc, chunk_size, (1 << 24) // max(numel, 1)))
+        chunk = chunk_length(n_mc, numel, chunk_size)
         a = torch.zeros(numel, device=device, dtype=dtype)
         b = torch.zeros(numel, device=device, dtype=dtype)
         with torch.no_grad():
@@ -103,3 +107,8 @@ class Posterior:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def chunk_length(n_mc: int, numel: int, chunk_size: int) -> int:
+    """How many noise draws of a ``numel``-element tensor one chunk holds (>= 1)."""
+    return max(1, min(n_mc, chunk_size, MAX_CHUNK_ELEMENTS // max(numel, 1)))

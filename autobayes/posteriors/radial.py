@@ -8,7 +8,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .base import Posterior, register_posterior
+from .base import Posterior, chunk_length, register_posterior
 
 __all__ = ["Radial", "radial_noise_entropy"]
 
@@ -72,7 +72,7 @@ class Radial(Posterior):
 
     def noise_statistics(self, n_mc, shape, *, chunk_size=32, device=None, dtype=None):
         numel = math.prod(shape)
-        chunk = max(1, min(n_mc, chunk_size, (1 << 24) // max(numel, 1)))
+        chunk = chunk_length(n_mc, numel, chunk_size)
         a = torch.zeros(numel, device=device, dtype=dtype)
         b = torch.zeros(numel, device=device, dtype=dtype)
         with torch.no_grad():
