@@ -43,8 +43,8 @@ from .nn import (
     BayesParameter,
     get_default_mappings,
 )
-from .posteriors import POSTERIORS, Gaussian, Posterior, Radial, register_posterior
-from .priors import PRIORS, Normal, Prior, register_prior
+from .posteriors import POSTERIORS, Gaussian, Laplace, Logistic, Posterior, Radial, register_posterior
+from .priors import PRIORS, LaplacePrior, Normal, Prior, ScaleMixture, StudentT, register_prior
 
 __version__ = "0.1.0"
 
@@ -87,10 +87,15 @@ __all__ = [
     "Posterior",
     "Gaussian",
     "Radial",
+    "Laplace",
+    "Logistic",
     "register_posterior",
     "PRIORS",
     "Prior",
     "Normal",
+    "LaplacePrior",
+    "StudentT",
+    "ScaleMixture",
     "register_prior",
     "KL_ESTIMATORS",
     "kl_divergence",

@@ -89,6 +89,9 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prior-loc", default=None, metavar="LOC",
                        help="prior location: a number, or 'weights' to centre the prior on the converted weights")
     group.add_argument("--prior-scale", type=float, default=None, metavar="S", help="prior scale (> 0)")
+    group.add_argument("--prior-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="option of the prior family (BayesConfig.prior_kwargs), VALUE as JSON, e.g. "
+                       "--prior scale_mixture --prior-arg pi=0.25 --prior-arg sigma2=0.0025; repeatable")
     group.add_argument("--init-scale", type=float, default=None, metavar="SIGMA",
                        help="constant initial posterior scale, e.g. 1e-3 to start close to the converted weights")
     group.add_argument("--init-log-var", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
@@ -127,6 +130,8 @@ def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
     }
     if args.prior_loc is not None:
         flags["prior_loc"] = _prior_loc(args.prior_loc)
+    if getattr(args, "prior_arg", None):
+        flags["prior_kwargs"] = {**(base.get("prior_kwargs") or {}), **_key_values(args.prior_arg, "--prior-arg")}
     options = {k: v for k, v in flags.items() if v is not None}
     if args.override:
         overrides = dict(base.get("overrides") or {})

@@ -24,7 +24,10 @@ def repar_kl(posterior: Posterior, prior: Prior, mu: Tensor, scale: Tensor, n_mc
     * Any other prior: chunk by chunk without a graph, accumulate the estimator's value ``V`` and its
       derivatives ``g_mu = mean_i d(-log p)/dw (w_i)`` and ``g_sigma = mean_i d(-log p)/dw (w_i) * xi_i``, then
       return the surrogate ``V + <g_mu, mu - stop(mu)> + <g_sigma, sigma - stop(sigma)>``, whose value and first
-      derivatives are exactly those of the ``M``-sample estimator.
+      derivatives are exactly those of the ``M``-sample estimator (``sigma = exp(log_var / 2)`` stays in the
+      graph, so the gradient reaches ``log_var`` by the chain rule). Chunks hold at most ``max(d, 2^20)`` noise
+      elements for a ``d``-element tensor, so the memory is that of ``M = 1`` once ``d >= 2^20``; time grows
+      linearly with ``M``, as for the direct estimator.
 
     In both cases the result has the same law as the direct estimator's, value and gradient.
     """
@@ -35,10 +38,16 @@ def repar_kl(posterior: Posterior, prior: Prior, mu: Tensor, scale: Tensor, n_mc
     return _surrogate_cross_entropy(posterior, prior, mu, scale, n_mc, chunk_size) - posterior.entropy(scale)
 
 
+#: Elements per chunk of the surrogate estimator (noise draws x weights). A tensor with more elements is processed
+#: one draw at a time, exactly as at M = 1, so the peak memory of a model whose largest tensor has >= 2^20
+#: elements does not change from M = 1 to any M; below that the chunk's temporaries stay under ~2^20 elements.
+_SURROGATE_CHUNK_ELEMENTS = 1 << 20
+
+
 def _surrogate_cross_entropy(posterior, prior, mu, scale, n_mc, chunk_size) -> Tensor:
     shape = tuple(mu.shape)
     numel = mu.numel()
-    chunk = max(1, min(n_mc, chunk_size, (1 << 24) // max(numel, 1)))
+    chunk = max(1, min(n_mc, chunk_size, _SURROGATE_CHUNK_ELEMENTS // max(numel, 1)))
     mu0, scale0 = mu.detach(), scale.detach()
     value = torch.zeros((), device=mu.device, dtype=mu.dtype)
     g_mu = torch.zeros_like(mu0)

@@ -2,6 +2,17 @@
 
 from .base import POSTERIORS, Posterior, register_posterior
 from .gaussian import Gaussian
+from .laplace import Laplace
+from .logistic import Logistic
 from .radial import Radial, radial_noise_entropy
 
-__all__ = ["POSTERIORS", "Posterior", "register_posterior", "Gaussian", "Radial", "radial_noise_entropy"]
+__all__ = [
+    "POSTERIORS",
+    "Posterior",
+    "register_posterior",
+    "Gaussian",
+    "Radial",
+    "Laplace",
+    "Logistic",
+    "radial_noise_entropy",
+]
