@@ -34,14 +34,16 @@ class BayesConfig:
     """Options of the Bayesian layers and of the conversion.
 
     Args:
-        posterior: name of a registered posterior (``"radial"``, ``"gaussian"``, or one you registered).
+        posterior: name of a registered posterior (``"radial"``, ``"gaussian"``, ``"laplace"``, ``"logistic"``,
+            or one you registered).
         kl: KL estimator: ``"auto"`` (closed form where the pair has one, else ``"repar"``), ``"closed"``,
             ``"repar"`` (the paper's graph-reparameterised Monte Carlo estimator, memory independent of
             ``n_mc``) or ``"direct"`` (plain Monte Carlo, graph grows with ``n_mc``; the reference).
         n_mc: number M of Monte Carlo samples of the KL estimators, an integer >= 1.
         forward: ``"auto"`` (the posterior's own default: local reparameterisation for the Gaussian, weight
             sampling for the Radial), ``"local"``, ``"sample"`` or ``"mean"``.
-        prior: name of a registered prior (``"normal"``).
+        prior: name of a registered prior (``"normal"``, ``"laplace"``, ``"student_t"``, ``"scale_mixture"``,
+            or one you registered).
         prior_loc: location of the prior: a float, or ``"weights"`` to centre it on the weights the layer was
             converted from (a pretrained model's weights become the prior mean).
         prior_scale: scale (standard deviation for ``"normal"``) of the prior, > 0.
@@ -113,6 +115,7 @@ class BayesConfig:
         if not isinstance(self.prior_kwargs, Mapping):
             raise ConfigError(f"prior_kwargs must be a dict, got {type(self.prior_kwargs).__name__}")
         self.prior_kwargs = dict(self.prior_kwargs)
+        _check_prior(self.prior, self.prior_scale, self.prior_kwargs)
         try:
             low, high = (float(v) for v in self.init_log_var)
         except (TypeError, ValueError) as err:
@@ -213,6 +216,20 @@ class BayesConfig:
 
 # Options that select layers; they make no sense inside a per-layer override.
 _MODEL_LEVEL = {"layer_types", "include", "exclude", "filter_fn", "overrides"}
+
+
+def _check_prior(name: str, scale: float, kwargs: Dict[str, Any]) -> None:
+    """Build a throwaway prior so that a bad ``prior_kwargs`` fails here, not at conversion."""
+    import torch
+
+    from .priors import PRIORS
+
+    try:
+        PRIORS.get(name).from_config(torch.tensor(0.0), scale, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"prior {name!r} does not accept prior_kwargs={kwargs!r}: {err}") from err
 
 
 def _name_in(value: Any, choices: Sequence[str], what: str) -> str:

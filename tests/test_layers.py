@@ -203,3 +203,8 @@ def test_config_for_layer_precedence_and_round_trip():
     assert BayesConfig(layer_types=("Linear",)).for_layer("conv1", nn.Conv2d(1, 1, 1)) is None
     assert BayesConfig(filter_fn=lambda m, n: n != "x").for_layer("x", nn.Linear(1, 1)) is None
     assert BayesConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_bad_prior_kwargs_fail_when_the_config_is_built():
+    with pytest.raises(ConfigError, match="Did you mean 'df'"):
+        BayesConfig(prior="student_t", prior_kwargs={"dff": 3})
