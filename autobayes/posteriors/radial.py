@@ -76,11 +76,15 @@ class Radial(Posterior):
         a = torch.zeros(numel, device=device, dtype=dtype)
         b = torch.zeros(numel, device=device, dtype=dtype)
         with torch.no_grad():
+            # Two buffers reused by every chunk (no allocation churn: the peak memory is the chunk's).
+            eps_buf = torch.empty((chunk, numel), device=device, dtype=dtype)
+            sq_buf = torch.empty_like(eps_buf)
             done = 0
             while done < n_mc:
                 k = min(chunk, n_mc - done)
-                eps = torch.randn((k, numel), device=device, dtype=dtype)
-                sq = eps * eps
+                eps, sq = eps_buf[:k], sq_buf[:k]
+                eps.normal_()
+                torch.mul(eps, eps, out=sq)
                 # xi_i = s_i * eps_i with s_i = r_i / ||eps_i||; the sums over the chunk are two matrix-vector
                 # products, one pass over the chunk each.
                 s = torch.randn(k, device=device, dtype=dtype) * torch.rsqrt(sq.sum(1))
