@@ -13,6 +13,33 @@ read back with ``torch.load(..., weights_only=True)``) for ``resume=True``.
 Reproducibility: ``seed`` seeds torch, numpy and Python; each epoch's shuffling uses its own generator seeded from
 ``(seed, epoch)``, and the random state is saved with the checkpoint, so a resumed run continues exactly as an
 uninterrupted one would on the same machine.
+
+**Several processes** (``nproc=N``, ``autobayes train --nproc N``, or every process of a ``torchrun`` launch,
+multi-node included): PyTorch's ``DistributedDataParallel`` with ``gloo`` on the CPU and ``nccl`` on CUDA (see
+:mod:`autobayes.distributed`). Every rank builds the model from the same seed (and DDP broadcasts rank 0's
+parameters anyway); the training set is split by a seeded ``DistributedSampler`` (``set_epoch`` each epoch); each
+rank draws its own posterior noise (seeded from ``(seed, epoch, rank)``, so a resumed run stays exact). Each rank's
+loss is the single-process expression on its local batch of ``B`` examples,
+``loss_r = mean NLL of batch r + beta * KL_r / N`` with ``N = len(train_set)`` (the whole set, not the shard), and
+DDP averages the gradients over the ``R`` ranks::
+
+    mean_r grad loss_r = grad [mean NLL over the global batch of R * B examples]
+                         + beta / N * mean_r grad KL_r
+
+The first term is exactly the single-process gradient on the global batch (all ranks see the same ``B``:
+``DistributedSampler`` pads the shards to equal length). The second is the average of ``R`` independent estimates
+of ``grad KL``: with ``kl="closed"`` (and under :func:`autobayes.use_mean`) every ``KL_r`` is the same number and
+the step equals the single-process step on the same global batch; with a Monte Carlo KL it is an unbiased
+estimate with ``R`` times less variance (as if ``n_mc`` were ``R * n_mc``). Parameters DDP does not manage (the
+learned noise variance of a regression run) have their gradients averaged the same way. Training metrics (loss,
+NLL, KL, accuracy) are summed over the ranks with ``all_reduce``; validation runs on rank 0 (the full validation
+set, on the unwrapped model) and its row is broadcast. Only rank 0 prints, logs and writes checkpoints. DDP runs
+with ``find_unused_parameters=False``: every Bayesian parameter enters the KL, so every parameter gets a gradient
+unless the network itself leaves a layer unused in training.
+
+**Mixed precision** (``amp="bf16"`` / ``"fp16"``): the forward and the loss run under ``torch.autocast`` (fp16
+with a ``GradScaler``); the KL is always computed in float32 (autocast is switched off around each layer's KL).
+``torch_compile=True`` (or a backend name) wraps the network in ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -33,13 +60,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .data import DatasetInfo, load_dataset
 from .errors import CheckpointError, ConfigError, UnknownNameError
 from .losses import CategoricalELBO, GaussianELBO
 from .registry import did_you_mean
 from .schedules import get_beta_schedule
 
-__all__ = ["train", "TrainResult", "CSV_FIELDS", "OPTIMIZERS", "default_arch"]
+__all__ = ["train", "TrainResult", "CSV_FIELDS", "OPTIMIZERS", "AMP_MODES", "default_arch"]
 
 #: Columns of ``log.csv``: the paper repository's fields, then the validation NLL / ECE, regression metrics and
 #: the ELBO terms. Empty cells where a field does not apply (accuracy of a regression run).
@@ -51,6 +79,8 @@ CSV_FIELDS = (
 
 #: Optimisers by name.
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: Mixed-precision modes of ``train(amp=...)``.
+AMP_MODES = ("none", "bf16", "fp16")
 _LR_SCHEDULES = ("none", "cosine")
 
 
@@ -130,6 +160,9 @@ def train(
     num_workers: int = 0,
     progress: bool = True,
     config: Any = None,
+    nproc: int = 1,
+    amp: str = "none",
+    torch_compile: Union[bool, str] = False,
     **bayes_options: Any,
 ) -> TrainResult:
     """Train a Bayesian network by variational inference (the ELBO of :mod:`autobayes.losses`).
@@ -161,6 +194,11 @@ def train(
         num_workers: ``DataLoader`` worker processes.
         progress: tqdm progress bars and one line per epoch.
         config: a :class:`autobayes.BayesConfig` (or dict) for ``bayesify``.
+        nproc: train with this many processes on this machine (``DistributedDataParallel``; one GPU each on
+            CUDA). ``batch_size`` is per process. Under ``torchrun`` leave it at 1: the launcher sets the processes.
+            The arguments must pickle (the processes are spawned).
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"``: autocast training (the KL stays float32).
+        torch_compile: ``True`` (default backend) or a ``torch.compile`` backend name, e.g. ``"aot_eager"``.
         **bayes_options: ``bayesify`` options, e.g. ``posterior="gaussian"``, ``n_mc=100``, ``kl="repar"``,
             ``prior_scale=0.1``, ``init_scale=1e-3``, ``exclude=["conv1"]``.
 
@@ -172,10 +210,14 @@ def train(
         >>> print(result.summary())  # doctest: +SKIP
         validation accuracy 0.98..., NLL 0.05..., ECE 0.01...
     """
+    arguments = dict(locals())  # for the processes of nproc > 1
     _check_int(epochs, "epochs", 1)
     _check_int(batch_size, "batch_size", 1)
     _check_int(n_test, "n_test", 1)
     _check_int(gpus, "gpus", 1)
+    _check_int(nproc, "nproc", 1)
+    if amp not in AMP_MODES:
+        raise UnknownNameError(f"unknown amp {amp!r}; choose one of {list(AMP_MODES)}.{did_you_mean(str(amp), AMP_MODES)}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
     if lr_schedule not in _LR_SCHEDULES:
@@ -185,7 +227,31 @@ def train(
     out_path = Path(out_dir) if out_dir is not None else None
     if resume and out_path is None:
         raise ConfigError("resume=True needs out_dir (the folder holding last.resume.pt of the earlier run)")
-    _seed_everything(seed)
+    if nproc > 1:
+        if distributed.env_world_size() > 1:
+            raise ConfigError(f"nproc={nproc} under torchrun (WORLD_SIZE={distributed.env_world_size()}): leave nproc "
+                              f"at 1, torchrun --nproc-per-node sets the processes")
+        if gpus > 1:
+            raise ConfigError("nproc > 1 (DistributedDataParallel) replaces gpus > 1 (nn.DataParallel); pass one")
+        arguments.update(arguments.pop("bayes_options"), nproc=1, device=device.type)
+        result = distributed.launch(train, arguments, nproc, device)
+        result.model.to(device)  # rank 0's model, back on this process's device
+        result.criterion.to(device)
+        return result
+    ctx = distributed.setup(device)
+    try:
+        return _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr_schedule, beta,
+                      beta_kwargs, n_test, ctx.device, gpus, seed, out_path, resume, model_kwargs, data_root,
+                      val_fraction, augment, image_size, download, variance, num_workers, progress and ctx.is_main,
+                      config, amp, torch_compile, bayes_options)
+    finally:
+        ctx.close()
+
+
+def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr_schedule, beta, beta_kwargs, n_test,
+           device, gpus, seed, out_path, resume, model_kwargs, data_root, val_fraction, augment, image_size, download,
+           variance, num_workers, progress, config, amp, torch_compile, bayes_options) -> TrainResult:
+    _seed_everything(seed)  # the same on every rank: the same split and the same initial parameters
 
     if isinstance(data, str):
         train_set, val_set, info = load_dataset(data, data_root, val_fraction=val_fraction, seed=seed,
@@ -196,16 +262,21 @@ def train(
         except (TypeError, ValueError) as err:
             raise ConfigError("data must be a dataset name or a (train_set, val_set, DatasetInfo) triple") from err
     bnn = _bayesian_model(model, info, dict(model_kwargs or {}), config, bayes_options).to(device)
-    net = nn.DataParallel(bnn, device_ids=list(range(gpus))) if gpus > 1 and device.type == "cuda" else bnn
 
-    num_data = len(train_set)
+    num_data = len(train_set)  # N of the ELBO: the whole training set, on every rank
     criterion = (CategoricalELBO(num_data) if info.task == "classification"
                  else GaussianELBO(num_data, variance=variance)).to(device)
     params = list(bnn.parameters()) + list(criterion.parameters())
     opt = _optimizer(optimizer, params, lr, weight_decay)
     loader_gen = torch.Generator()
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=loader_gen,
-                              num_workers=num_workers, pin_memory=device.type == "cuda")
+    sampler = None
+    if ctx.active:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=None if ctx.active else loader_gen, num_workers=num_workers,
+                              pin_memory=device.type == "cuda")
     val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), shuffle=False, num_workers=num_workers)
     num_batches = len(train_loader)
     schedule = _beta_schedule(beta, dict(beta_kwargs or {}), epochs * num_batches)
@@ -220,15 +291,34 @@ def train(
         best_epoch, best_nll = state["best_epoch"], state["best_nll"]
         if start_epoch >= epochs:
             warnings.warn(f"resume: {out_path} already holds {start_epoch} epochs (>= epochs={epochs}); nothing to "
-                          f"train, pass a larger epochs", stacklevel=2)
-    elif out_path is not None:
+                          f"train, pass a larger epochs", stacklevel=3)
+    elif out_path is not None and ctx.is_main:
         out_path.mkdir(parents=True, exist_ok=True)
         _write_csv_header(out_path / "log.csv")
 
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # after the resume state is loaded: DDP broadcasts rank 0's parameters and buffers here
+        net: nn.Module = DistributedDataParallel(bnn, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        net = nn.DataParallel(bnn, device_ids=list(range(gpus))) if gpus > 1 and device.type == "cuda" else bnn
+    val_net = bnn if ctx.active else net  # validation: rank 0 alone, on the unwrapped model under DDP
+    if torch_compile:
+        net = torch.compile(net, **({} if torch_compile is True else {"backend": torch_compile}))
+    step = _Stepper(device, amp, ctx, criterion)
+
     for epoch in range(start_epoch, epochs):
         loader_gen.manual_seed(_epoch_seed(seed, epoch))
-        row = _train_epoch(net, bnn, criterion, opt, train_loader, schedule, epoch, epochs, device, info, progress)
-        row.update(_validate(net, bnn, criterion, val_loader, n_test, device, info, progress))
+        if ctx.active:
+            sampler.set_epoch(epoch)
+            torch.manual_seed(distributed.noise_seed(seed, epoch, ctx.rank))
+        row = _train_epoch(net, bnn, criterion, opt, train_loader, schedule, epoch, epochs, device, info, progress,
+                           step)
+        if ctx.is_main:  # validation on rank 0, on the unwrapped model; the others wait for its row
+            with step.autocast():
+                row.update(_validate(val_net, bnn, criterion, val_loader, n_test, device, info, progress))
+        row = ctx.broadcast(row)
         row.update(epoch=epoch + 1, n_mc_iter=n_mc, n_test_iter=n_test, occupied_mb=_occupied_mb(device),
                    lr=opt.param_groups[0]["lr"])
         if sched is not None:
@@ -242,7 +332,7 @@ def train(
             from tqdm import tqdm
 
             tqdm.write(_epoch_line(row, info))
-        if out_path is not None:
+        if out_path is not None and ctx.is_main:
             _append_csv(out_path / "log.csv", row)
             meta = {"epoch": epoch + 1, "dataset": info.to_dict(), "metrics": _json_row(row)}
             _save_checkpoint(bnn, out_path / "last.safetensors", meta)
@@ -250,6 +340,7 @@ def train(
                 _save_checkpoint(bnn, out_path / "best.safetensors", meta)
             _save_resume(out_path / "last.resume.pt", bnn, opt, criterion, sched, epoch + 1, history,
                          best_epoch, best_nll)
+    ctx.barrier()  # no rank leaves (and tears the group down) while rank 0 still writes
     bnn.eval()
     return TrainResult(bnn, history, info, best_epoch, out_path, criterion)
 
@@ -303,8 +394,33 @@ def _beta_schedule(beta: Any, kwargs: Dict[str, Any], total_steps: int) -> Calla
     return get_beta_schedule(beta, **kwargs)
 
 
-def _train_epoch(net, bnn, criterion, opt, loader, schedule, epoch, epochs, device, info, progress) -> Dict[str, Any]:
+class _Stepper:
+    """Backward and optimiser step with mixed precision (autocast, a GradScaler for fp16) and, across processes,
+    the gradient average of the parameters DDP does not hold (the criterion's)."""
+
+    def __init__(self, device: torch.device, amp: str, ctx: "distributed.DistContext", criterion: nn.Module) -> None:
+        self.device, self.amp, self.ctx = device, amp, ctx
+        self.extra = [p for p in criterion.parameters() if p.requires_grad]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def autocast(self):
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp != "none")
+
+    def __call__(self, loss: Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.ctx.average_gradients(self.extra)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+
+def _train_epoch(net, bnn, criterion, opt, loader, schedule, epoch, epochs, device, info, progress,
+                 step: Optional[_Stepper] = None) -> Dict[str, Any]:
     from tqdm import tqdm
+
+    if step is None:
+        step = _Stepper(device, "none", distributed.DistContext(device=device), criterion)
 
     bnn.train()
     num_batches = len(loader)
@@ -316,14 +432,13 @@ def _train_epoch(net, bnn, criterion, opt, loader, schedule, epoch, epochs, devi
     for i, (x, y) in enumerate(bar):
         t0 = time.perf_counter()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out, kl = net(x)
-        if kl.numel() > 1:  # nn.DataParallel gathers one (identical) KL per replica
-            kl = kl.mean()
         beta_value = schedule(epoch * num_batches + i, epoch, i, num_batches)
-        terms = criterion(out, y, kl, beta=beta_value)
-        opt.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        opt.step()
+        with step.autocast():
+            out, kl = net(x)
+            if kl.numel() > 1:  # nn.DataParallel gathers one (identical) KL per replica
+                kl = kl.mean()
+            terms = criterion(out, y, kl, beta=beta_value)
+        step(terms.loss, opt)
         batch_times.append(time.perf_counter() - t0)
         b = x.shape[0]
         totals["loss"] += terms.loss.item() * b
@@ -333,6 +448,9 @@ def _train_epoch(net, bnn, criterion, opt, loader, schedule, epoch, epochs, devi
         if info.task == "classification":
             totals["correct"] += int((out.argmax(1) == y).sum())
         bar.set_postfix(loss=f"{terms.loss.item():.3f}", nll=f"{terms.nll.item():.3f}")
+    keys = ("loss", "nll", "kl", "correct", "n")
+    summed = step.ctx.all_reduce_sum(torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64))
+    totals = dict(zip(keys, summed.tolist()))
     n = max(totals["n"], 1)
     return {
         "train_loss": totals["loss"] / n, "train_nll": totals["nll"] / n, "train_kl": totals["kl"] / n,
@@ -447,7 +565,7 @@ def _save_checkpoint(bnn: nn.Module, path: Path, metadata: Dict[str, Any]) -> No
         from safetensors.torch import save_file
 
         warnings.warn(f"{path.name}: {err}; saving the state dict only (load it into the same model with "
-                      f"load_state_dict)", stacklevel=3)
+                      f"load_state_dict)", stacklevel=4)
         save_file({k: v.detach().contiguous().cpu() for k, v in bnn.state_dict().items()}, str(path),
                   metadata={"autobayes_train": json.dumps(metadata)})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +27,12 @@ examples:
   # CIFAR-10 from ./data (add --download the first time), pre-activation ResNet-18, on a GPU
   autobayes train --data cifar10 --data-root ./data --arch preact_resnet18 --augment --device cuda \\
       --epochs 100 --batch-size 128 --posterior gaussian --init-scale 1e-3 --beta warmup
+
+  # data-parallel: 2 processes on this machine (gloo on the CPU; on CUDA, nccl and one GPU per process)
+  autobayes train --nproc 2 --out runs/ddp
+  # several nodes: torchrun starts the processes (every rank runs the same command; only rank 0 writes)
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+      -m autobayes train --data cifar10 --arch preact_resnet18 --device cuda --amp bf16 --out runs/cifar
 
   # a torchvision / timm network (weights never downloaded) or your own factory
   autobayes train --data digits --image-size 32 --arch torchvision:resnet18
@@ -85,6 +92,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_.add_argument("--n-test", type=int, default=20, metavar="S", help="posterior samples per validation example")
     run_.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     run_.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to replicate over (nn.DataParallel)")
+    run_.add_argument("--nproc", type=int, default=1, metavar="N",
+                      help="data-parallel processes on this machine (DistributedDataParallel: gloo on the CPU, nccl "
+                      "on CUDA, one GPU each); --batch-size is per process. Under torchrun leave it out")
+    run_.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                      help="mixed-precision training (autocast; fp16 with a GradScaler); the KL stays float32")
+    run_.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                      help="torch.compile the network (optionally with BACKEND, e.g. aot_eager)")
     run_.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")
     run_.add_argument("--seed", type=int, default=0, help="seed of initialisation, split, shuffling and samples")
     run_.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -125,9 +139,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, out_dir=args.out, resume=args.resume, model_kwargs=_key_values(args.model_arg, "--model-arg"),
         data_root=args.data_root, val_fraction=args.val_fraction, augment=args.augment, image_size=args.image_size,
         download=args.download, variance=_variance(args.variance), num_workers=args.workers,
-        progress=not args.no_progress, config=config, mode=args.mode,
+        progress=not args.no_progress, config=config, mode=args.mode, nproc=args.nproc, amp=args.amp,
+        torch_compile=args.compile,
     )
     elapsed = time.perf_counter() - start
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     arch = getattr(result.model, "autobayes_arch", {}).get("arch", type(result.model).__name__)
     print(f"\n{arch} on {result.info.name}, {config.posterior} posterior, {result.final['epoch']} epochs, "
           f"{elapsed:.1f}s")

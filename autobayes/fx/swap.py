@@ -62,11 +62,22 @@ class BayesOutput(NamedTuple):
 # KL runtime
 # ---------------------------------------------------------------------------------------------------------------
 def kl_of(module: nn.Module) -> Tensor:
-    """KL of one Bayesian layer or parameter; 0 (not computed) under :func:`autobayes.kl_disabled`."""
+    """KL of one Bayesian layer or parameter; 0 (not computed) under :func:`autobayes.kl_disabled`.
+
+    Always float32 (or the parameters' own wider dtype): under ``torch.autocast`` the KL is computed with autocast
+    switched off, so mixed-precision training never sums millions of KL terms in bf16 / fp16.
+    """
+    mu = module.mu if isinstance(module, BayesParameter) else module.weight_posterior.mu
     if module.__dict__.get("_autobayes_kl_disabled", False):
-        mu = module.mu if isinstance(module, BayesParameter) else module.weight_posterior.mu
-        return mu.new_zeros(())
-    return module.kl()
+        return mu.new_zeros((), dtype=torch.promote_types(mu.dtype, torch.float32))
+    if torch.is_autocast_enabled(mu.device.type):
+        with torch.autocast(mu.device.type, enabled=False):
+            return _at_least_float32(module.kl())
+    return _at_least_float32(module.kl())
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def sum_kl(*terms: Tensor) -> Tensor:
