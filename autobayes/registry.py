@@ -48,6 +48,18 @@ class Registry(Generic[T]):
 
         return _add(obj) if obj is not None else _add
 
+    def register_subclass(self, name: str, base: type):
+        """Class decorator: check that the class derives from ``base``, set its ``name`` and register it."""
+
+        def _add(cls: type) -> type:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"registering a {self.kind} expects a {base.__name__} subclass, got {cls!r}")
+            cls.name = name
+            self.register(name, cls)
+            return cls
+
+        return _add
+
     def get(self, name: str) -> T:
         key = str(name).lower()
         if key not in self._items:

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -117,35 +116,7 @@ def fit_worker(method: str, posterior: str, max_m: int, device: str, cap_gb: flo
 
 def compile_worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch, backend) -> dict:
     """One configuration of train_step's step, eager or compiled (``backend="eager"`` means not compiled)."""
-    torch.manual_seed(0)
-    model, split = train_step.build(kind, posterior, forward, kl, int(n_mc), arch)
-    model = model.to(device).train()
-    net = model if backend == "eager" else torch.compile(model, backend=backend)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(int(batch), 3, int(size), int(size), device=device)
-    y = torch.randint(0, 10, (int(batch),), device=device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out, kl_term = split(net(x))
-        loss = torch.nn.functional.cross_entropy(out, y)
-        if kl_term is not None:
-            loss = loss + kl_term / train_step.NUM_DATA
-        loss.backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    t0 = time.perf_counter()
-    step()
-    step()  # compilation (first call) and a second warm-up
-    warmup = time.perf_counter() - t0
-    times = []
-    for _ in range(int(reps)):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return {"time": statistics.median(times), "warmup": warmup}
+    return train_step.worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch, backend)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,17 +51,20 @@ def build(kind: str, posterior: str, forward: str, kl: str, n_mc: int, arch: str
     return bnn, lambda out: (out.output, out.kl)
 
 
-def worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch="resnet18") -> dict:
+def worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch="resnet18", backend="eager") -> dict:
+    """One configuration's median step time and peak memory; ``backend`` other than ``"eager"`` compiles the
+    model with ``torch.compile(backend=backend)`` (two warm-up steps: compilation, then one more)."""
     torch.manual_seed(0)
     model, split = build(kind, posterior, forward, kl, int(n_mc), arch)
     model = model.to(device).train()
+    net = model if backend == "eager" else torch.compile(model, backend=backend)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(int(batch), 3, int(size), int(size), device=device)
     y = torch.randint(0, 10, (int(batch),), device=device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out, kl_term = split(model(x))
+        out, kl_term = split(net(x))
         loss = torch.nn.functional.cross_entropy(out, y)
         if kl_term is not None:
             loss = loss + kl_term / NUM_DATA
@@ -75,14 +78,18 @@ def worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch="
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     base_rss = peak_rss_mb()
+    t0 = time.perf_counter()
     step()  # warm-up (also the first allocation of gradients and optimizer state)
+    if backend != "eager":
+        step()
+    warmup = time.perf_counter() - t0
     times = []
     for _ in range(int(reps)):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else peak_rss_mb() - base_rss
-    return {"time": statistics.median(times), "peak_mb": peak}
+    return {"time": statistics.median(times), "peak_mb": peak, "warmup": warmup}
 
 
 def configs(full: bool):

@@ -21,12 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _zoo_check import check_conversion  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SmallCNN(nn.Module):
@@ -418,7 +413,6 @@ def test_to_dtype():
 
 
 def test_torch_compile_small_model():
-    pytest.importorskip("torch._dynamo")
 
     class MLP(nn.Module):
         def __init__(self):

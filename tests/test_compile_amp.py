@@ -9,7 +9,6 @@ from torch import nn
 import autobayes
 from autobayes.losses import CategoricalELBO
 
-pytest.importorskip("torch._dynamo")
 
 
 class ConvNet(nn.Module):

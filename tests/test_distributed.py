@@ -14,7 +14,6 @@ import autobayes
 from autobayes import distributed
 from autobayes.losses import CategoricalELBO
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
 WORLD = 2
 GLOBAL_BATCH = 16

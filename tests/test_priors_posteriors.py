@@ -41,13 +41,7 @@ CLOSED = {("gaussian", "normal"), ("radial", "normal"), ("laplace", "normal"), (
           ("gaussian", "laplace"), ("laplace", "laplace"), ("logistic", "laplace")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors have a dozen elements: a second intra-op thread only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(seed: int = 0):

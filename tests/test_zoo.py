@@ -22,20 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _zoo_check import check_conversion  # noqa: E402
 
-timm = pytest.importorskip("timm")
-torchvision = pytest.importorskip("torchvision")
+import timm  # noqa: E402  (hard dependencies of autobayes: never skipped)
+import torchvision  # noqa: E402
+
 tvm = torchvision.models
 
-pytestmark = pytest.mark.zoo
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs: intra-op threads only add contention on a shared CPU (measured 4-60x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.zoo, pytest.mark.usefixtures("one_thread")]
 
 
 def tv(name, **kwargs):

@@ -34,14 +34,7 @@ def register_posterior(name: str):
         ...         return 1.0
     """
 
-    def _add(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Posterior)):
-            raise TypeError(f"register_posterior expects a Posterior subclass, got {cls!r}")
-        cls.name = name
-        POSTERIORS.register(name, cls)
-        return cls
-
-    return _add
+    return POSTERIORS.register_subclass(name, Posterior)
 
 
 class Posterior:

@@ -18,14 +18,7 @@ PRIORS: Registry[type] = Registry("prior")
 def register_prior(name: str):
     """Class decorator registering a :class:`Prior` subclass under ``name``."""
 
-    def _add(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Prior)):
-            raise TypeError(f"register_prior expects a Prior subclass, got {cls!r}")
-        cls.name = name
-        PRIORS.register(name, cls)
-        return cls
-
-    return _add
+    return PRIORS.register_subclass(name, Prior)
 
 
 class Prior(nn.Module):
