@@ -125,11 +125,12 @@ def test_gaussian_noise_statistics_have_the_exact_law(n_mc):
     assert abs(stats.pearsonr(z**2, c)[0]) < 4 / math.sqrt(len(z))
 
 
-def test_radial_noise_statistics_have_the_right_moments():
+@pytest.mark.parametrize("chunk_size", [1, 2])  # 1: the one-draw-at-a-time path of large tensors
+def test_radial_noise_statistics_have_the_right_moments(chunk_size):
     """E[a] = 0, E[b] = 1/d: per-element means over 400 independent (a, b) draws, within 4 SE."""
     torch.manual_seed(7)
     d, n = 50, 400
-    draws = [Radial().noise_statistics(5, (d,), chunk_size=2) for _ in range(n)]
+    draws = [Radial().noise_statistics(5, (d,), chunk_size=chunk_size) for _ in range(n)]
     a = torch.stack([x[0] for x in draws]).double()
     b = torch.stack([x[1] for x in draws]).double()
     assert torch.all(a.mean(0).abs() <= 4 * a.std(0) / math.sqrt(n))
@@ -226,8 +227,59 @@ def test_repar_memory_does_not_grow_with_n_mc():
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 4.5, 499.5, 5e5])
 def test_standard_gamma_sampler_is_exact(alpha):
-    from autobayes.posteriors.gaussian import standard_gamma
+    from autobayes._random import standard_gamma
 
     torch.manual_seed(11)
     g = standard_gamma(alpha, (50000,)).double().numpy()
     assert stats.kstest(g, "gamma", args=(alpha,)).pvalue > 0.01
+
+
+def test_standard_gamma_parallel_streams_are_exact_and_independent_of_threads():
+    from autobayes._random import PARALLEL_MIN_ELEMENTS, standard_gamma
+
+    threads = torch.get_num_threads()
+    draws = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            torch.manual_seed(12)
+            draws.append(standard_gamma(4.5, (2 * PARALLEL_MIN_ELEMENTS,)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(draws[0], draws[1])  # the streams depend on the seed, not on the thread count
+    assert stats.kstest(draws[1][::4].double().numpy(), "gamma", args=(4.5,)).pvalue > 0.01
+
+
+def test_parallel_normal_is_standard_normal_and_independent_of_threads():
+    from autobayes._random import PARALLEL_MIN_ELEMENTS, randn
+
+    threads = torch.get_num_threads()
+    draws = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            torch.manual_seed(13)
+            draws.append(randn((2, PARALLEL_MIN_ELEMENTS)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(draws[0], draws[1])
+    x = draws[0].flatten()
+    assert stats.kstest(x[::8].double().numpy(), "norm").pvalue > 0.01
+    # the parts are independent streams: neighbouring parts are uncorrelated (SE of a correlation ~ 1/sqrt(n))
+    half = x.numel() // 8
+    assert abs(stats.pearsonr(x[:half].numpy(), x[half:2 * half].numpy())[0]) < 4 / math.sqrt(half)
+
+
+def test_radial_statistics_paths_agree_in_law():
+    """The one-draw-at-a-time path (chunk 1) and the chunked path give the same law of the repar KL."""
+    post = Radial()
+    values = {}
+    for chunk in (1, 8):
+        mu, log_var = _params()
+        torch.manual_seed(14)
+        values[chunk] = torch.tensor(
+            [repar_kl(post, PRIOR, mu, torch.exp(0.5 * log_var), 10, chunk_size=chunk).item() for _ in range(1500)],
+            dtype=torch.float64,
+        )
+    assert stats.ks_2samp(values[1].numpy(), values[8].numpy()).pvalue > 0.01
+    _assert_means_close(values[1], values[8], "radial chunk 1 vs 8")

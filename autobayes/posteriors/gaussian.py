@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .._random import randn, standard_gamma
 from .base import Posterior, register_posterior
 
-__all__ = ["Gaussian", "standard_gamma"]
+__all__ = ["Gaussian"]
 
 _HALF_LOG_2PI_E = 0.5 * (1.0 + math.log(2.0 * math.pi))
 
@@ -33,7 +33,7 @@ class Gaussian(Posterior):
     default_forward = "local"
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
-        return torch.randn((n, *shape), device=device, dtype=dtype)
+        return randn((n, *shape), device=device, dtype=dtype)
 
     def noise_entropy(self, numel: int) -> float:
         return numel * _HALF_LOG_2PI_E
@@ -43,25 +43,9 @@ class Gaussian(Posterior):
 
     def noise_statistics(self, n_mc, shape, *, chunk_size=32, device=None, dtype=None):
         with torch.no_grad():
-            z = torch.randn(shape, device=device, dtype=dtype)
+            z = randn(shape, device=device, dtype=dtype)
             a = z / math.sqrt(n_mc)
             b = z * z
             if n_mc > 1:  # chi2(k) = 2 * Gamma(k / 2, 1)
                 b = b + 2.0 * standard_gamma(0.5 * (n_mc - 1), shape, device=z.device, dtype=z.dtype)
             return a, b / n_mc
-
-
-def standard_gamma(alpha: float, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
-    """Exact ``Gamma(alpha, 1)`` draws with one shape ``alpha`` for a whole tensor.
-
-    On CUDA this is ``torch._standard_gamma``. On the CPU, where that kernel is several times slower, numpy's
-    ``Generator.standard_gamma`` (Marsaglia-Tsang with ziggurat normals) fills the tensor, seeded from torch's
-    generator so that ``torch.manual_seed`` keeps runs reproducible.
-    """
-    dtype = dtype or torch.get_default_dtype()
-    if torch.device(device or "cpu").type != "cpu":
-        return torch._standard_gamma(torch.full(shape, float(alpha), device=device, dtype=dtype))
-    seed = int(torch.randint(0, 2**62, (1,)).item())
-    np_dtype = np.float32 if dtype in (torch.float32, torch.float16, torch.bfloat16) else np.float64
-    draws = np.random.default_rng(seed).standard_gamma(alpha, size=shape, dtype=np_dtype)
-    return torch.from_numpy(draws).to(dtype)

@@ -8,6 +8,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .._random import normal_, randn
 from .base import Posterior, chunk_length, register_posterior
 
 __all__ = ["Radial", "radial_noise_entropy"]
@@ -60,7 +61,7 @@ class Radial(Posterior):
     default_forward = "sample"
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
-        eps = torch.randn((n, math.prod(shape)), device=device, dtype=dtype)
+        eps = randn((n, math.prod(shape)), device=device, dtype=dtype)
         r = torch.randn((n, 1), device=device, dtype=dtype)
         return (eps * (r / torch.linalg.vector_norm(eps, dim=1, keepdim=True))).reshape(n, *shape)
 
@@ -76,6 +77,14 @@ class Radial(Posterior):
         a = torch.zeros(numel, device=device, dtype=dtype)
         b = torch.zeros(numel, device=device, dtype=dtype)
         with torch.no_grad():
+            if chunk == 1:  # a large tensor: one draw at a time, three passes over it besides the draw
+                eps = torch.empty(numel, device=device, dtype=dtype)
+                for r in torch.randn(n_mc, device=device, dtype=dtype).tolist():
+                    normal_(eps)
+                    s = r / torch.linalg.vector_norm(eps).item()
+                    a.add_(eps, alpha=s)
+                    b.addcmul_(eps, eps, value=s * s)
+                return (a / n_mc).reshape(shape), (b / n_mc).reshape(shape)
             # Two buffers reused by every chunk (no allocation churn: the peak memory is the chunk's).
             eps_buf = torch.empty((chunk, numel), device=device, dtype=dtype)
             sq_buf = torch.empty_like(eps_buf)
@@ -83,7 +92,7 @@ class Radial(Posterior):
             while done < n_mc:
                 k = min(chunk, n_mc - done)
                 eps, sq = eps_buf[:k], sq_buf[:k]
-                eps.normal_()
+                normal_(eps)
                 torch.mul(eps, eps, out=sq)
                 # xi_i = s_i * eps_i with s_i = r_i / ||eps_i||; the sums over the chunk are two matrix-vector
                 # products, one pass over the chunk each.
