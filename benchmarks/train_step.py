@@ -12,7 +12,7 @@ Each configuration runs in a fresh subprocess (time: the median of ``--reps`` st
 peak resident memory above the level once the model exists, or CUDA's peak allocation), then the ratios that
 issue 3 targets are printed.
 
-    python benchmarks/train_step.py                       # batch 16 at 112x112 on the CPU (~10 min)
+    python benchmarks/train_step.py                       # batch 32 at 128x128 on the CPU (~15 min)
     python benchmarks/train_step.py --batch 32 --size 224 --device cuda
 """
 
@@ -108,8 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--arch", default="resnet18", help="a torchvision classification model name")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--full", action="store_true", help="include Radial repar at n_mc=1000 (slow on a CPU)")

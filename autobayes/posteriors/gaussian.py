@@ -44,8 +44,9 @@ class Gaussian(Posterior):
     def noise_statistics(self, n_mc, shape, *, chunk_size=32, device=None, dtype=None):
         with torch.no_grad():
             z = randn(shape, device=device, dtype=dtype)
-            a = z / math.sqrt(n_mc)
-            b = z * z
-            if n_mc > 1:  # chi2(k) = 2 * Gamma(k / 2, 1)
-                b = b + 2.0 * standard_gamma(0.5 * (n_mc - 1), shape, device=z.device, dtype=z.dtype)
-            return a, b / n_mc
+            if n_mc == 1:
+                return z, z * z
+            # b = (z^2 + c) / M with c ~ chi2(M - 1) = 2 Gamma((M - 1) / 2, 1), built in place
+            b = standard_gamma(0.5 * (n_mc - 1), shape, device=z.device, dtype=z.dtype)
+            b.mul_(2.0).addcmul_(z, z).div_(n_mc)
+            return z.div_(math.sqrt(n_mc)), b
