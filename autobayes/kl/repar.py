@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..posteriors import Posterior
+from ..posteriors.base import chunk_length
 from ..priors import Normal, Prior
 from .closed import normal_cross_entropy
 
@@ -47,7 +48,7 @@ _SURROGATE_CHUNK_ELEMENTS = 1 << 20
 def _surrogate_cross_entropy(posterior, prior, mu, scale, n_mc, chunk_size) -> Tensor:
     shape = tuple(mu.shape)
     numel = mu.numel()
-    chunk = max(1, min(n_mc, chunk_size, _SURROGATE_CHUNK_ELEMENTS // max(numel, 1)))
+    chunk = chunk_length(n_mc, numel, chunk_size, _SURROGATE_CHUNK_ELEMENTS)
     mu0, scale0 = mu.detach(), scale.detach()
     value = torch.zeros((), device=mu.device, dtype=mu.dtype)
     g_mu = torch.zeros_like(mu0)

@@ -102,6 +102,7 @@ class Posterior:
         return f"{type(self).__name__}()"
 
 
-def chunk_length(n_mc: int, numel: int, chunk_size: int) -> int:
-    """How many noise draws of a ``numel``-element tensor one chunk holds (>= 1)."""
-    return max(1, min(n_mc, chunk_size, MAX_CHUNK_ELEMENTS // max(numel, 1)))
+def chunk_length(n_mc: int, numel: int, chunk_size: int, max_elements: int = MAX_CHUNK_ELEMENTS) -> int:
+    """How many noise draws of a ``numel``-element tensor one chunk holds (>= 1, at most ``max_elements``
+    noise elements unless one draw alone is larger)."""
+    return max(1, min(n_mc, chunk_size, max_elements // max(numel, 1)))
