@@ -266,13 +266,18 @@ def test_wrong_formats(tmp_path):
         load(plain)
 
 
-def test_newer_format_version_is_refused(tmp_path, good_checkpoint):
+def _read_checkpoint(path):
+    """``(header metadata, tensors)`` of a safetensors checkpoint, to tamper with in a test."""
     from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+
+
+def test_newer_format_version_is_refused(tmp_path, good_checkpoint):
     from safetensors.torch import save_file
 
-    with safe_open(str(good_checkpoint), framework="pt") as fh:
-        meta = fh.metadata()
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta, tensors = _read_checkpoint(good_checkpoint)
     spec = json.loads(meta[METADATA_KEY])
     spec["format_version"] = 99
     future = tmp_path / "future.safetensors"
@@ -282,12 +287,9 @@ def test_newer_format_version_is_refused(tmp_path, good_checkpoint):
 
 
 def test_tensors_that_do_not_match_the_architecture(tmp_path, good_checkpoint):
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    with safe_open(str(good_checkpoint), framework="pt") as fh:
-        meta = fh.metadata()
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta, tensors = _read_checkpoint(good_checkpoint)
     mu_key = next(k for k in tensors if k.endswith("weight_posterior.mu"))
     tensors[mu_key] = torch.zeros(1, 2)
     tensors["extra.weight"] = torch.zeros(1)

@@ -234,18 +234,24 @@ def test_standard_gamma_sampler_is_exact(alpha):
     assert stats.kstest(g, "gamma", args=(alpha,)).pvalue > 0.01
 
 
-def test_standard_gamma_parallel_streams_are_exact_and_independent_of_threads():
-    from autobayes._random import PARALLEL_MIN_ELEMENTS, standard_gamma
-
+def _with_1_and_2_threads(draw, seed):
+    """``[draw()]`` under 1 and under 2 intra-op threads, each after ``torch.manual_seed(seed)``."""
     threads = torch.get_num_threads()
     draws = []
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            torch.manual_seed(12)
-            draws.append(standard_gamma(4.5, (2 * PARALLEL_MIN_ELEMENTS,)))
+            torch.manual_seed(seed)
+            draws.append(draw())
     finally:
         torch.set_num_threads(threads)
+    return draws
+
+
+def test_standard_gamma_parallel_streams_are_exact_and_independent_of_threads():
+    from autobayes._random import PARALLEL_MIN_ELEMENTS, standard_gamma
+
+    draws = _with_1_and_2_threads(lambda: standard_gamma(4.5, (2 * PARALLEL_MIN_ELEMENTS,)), seed=12)
     assert torch.equal(draws[0], draws[1])  # the streams depend on the seed, not on the thread count
     assert stats.kstest(draws[1][::4].double().numpy(), "gamma", args=(4.5,)).pvalue > 0.01
 
@@ -253,15 +259,7 @@ def test_standard_gamma_parallel_streams_are_exact_and_independent_of_threads():
 def test_parallel_normal_is_standard_normal_and_independent_of_threads():
     from autobayes._random import PARALLEL_MIN_ELEMENTS, randn
 
-    threads = torch.get_num_threads()
-    draws = []
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            torch.manual_seed(13)
-            draws.append(randn((2, PARALLEL_MIN_ELEMENTS)))
-    finally:
-        torch.set_num_threads(threads)
+    draws = _with_1_and_2_threads(lambda: randn((2, PARALLEL_MIN_ELEMENTS)), seed=13)
     assert torch.equal(draws[0], draws[1])
     x = draws[0].flatten()
     assert stats.kstest(x[::8].double().numpy(), "norm").pvalue > 0.01
