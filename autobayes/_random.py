@@ -70,13 +70,13 @@ def randn(shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
 def standard_gamma(alpha: float, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
     """Exact ``Gamma(alpha, 1)`` draws with one shape ``alpha`` for a whole tensor.
 
-    On CUDA this is ``torch._standard_gamma``. On the CPU, where that kernel is several times slower, numpy's
-    ``Generator.standard_gamma`` (Marsaglia-Tsang with ziggurat normals) fills the tensor -- large tensors in
-    :data:`PARTS` streams (:meth:`numpy.random.SeedSequence.spawn`) -- seeded from torch's generator so that
-    ``torch.manual_seed`` keeps runs reproducible.
+    On CUDA, and in code being compiled, this is ``torch._standard_gamma``. On the CPU, where that kernel is
+    several times slower, numpy's ``Generator.standard_gamma`` (Marsaglia-Tsang with ziggurat normals) fills
+    the tensor -- large tensors in :data:`PARTS` streams (:meth:`numpy.random.SeedSequence.spawn`) -- seeded
+    from torch's generator so that ``torch.manual_seed`` keeps runs reproducible.
     """
     dtype = dtype or torch.get_default_dtype()
-    if torch.device(device or "cpu").type != "cpu":
+    if torch.device(device or "cpu").type != "cpu" or torch.compiler.is_compiling():
         return torch._standard_gamma(torch.full(shape, float(alpha), device=device, dtype=dtype))
     np_dtype = np.float32 if dtype in (torch.float32, torch.float16, torch.bfloat16) else np.float64
     n = math.prod(shape)

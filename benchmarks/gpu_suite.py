@@ -10,10 +10,14 @@
     until the device runs out of memory, in one process per estimator).
 (d) Eager versus ``torch.compile`` training-step time.
 
-Each measurement runs in a fresh subprocess (``_harness.run_worker``); the workers of ``kl_scaling.py`` and
-``train_step.py`` are reused. Timing: ``torch.cuda.synchronize`` around each step, the median of ``--reps`` steps
-after warm-up; memory: ``torch.cuda.max_memory_allocated`` above the level once the model / weights exist (on a
-CPU: the peak resident memory above it).
+The workers of ``kl_scaling.py`` and ``train_step.py`` are reused. On CUDA each measurement runs in this one
+process, with the caching allocator emptied, the peak counter reset and torch.compile's caches cleared between
+measurements (a fresh process per measurement would spend seconds on start-up and CUDA initialisation each, which a
+lent GPU's short lease cannot spare; ``--processes fresh`` restores it). On a CPU each runs in a fresh subprocess
+(``_harness.run_worker``), so the peak resident memory belongs to it alone. Timing: ``torch.cuda.synchronize``
+around each step, the median of ``--reps`` steps after warm-up (KL: the fastest); memory:
+``torch.cuda.max_memory_allocated`` above the level once the model / weights exist (on a CPU: the peak resident
+memory above it).
 
     python benchmarks/gpu_suite.py                          # on a GPU (cuda when available)
     python benchmarks/gpu_suite.py --sections b d           # some tables only
@@ -26,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import math
 import os
 import platform
 import sys
 import time
+import traceback
 
 import torch
 
@@ -119,6 +125,34 @@ def compile_worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps
     return train_step.worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch, backend)
 
 
+def _release() -> None:
+    gc.collect()
+    torch.compiler.reset()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def measure(args, call, script: str, argv: list, timeout: float) -> dict:
+    """One measurement: ``call()`` in this process (``args.in_process``), else ``script --worker argv`` in a
+    fresh subprocess. Either way a failure comes back as ``{"skipped": reason}`` (in-process: its traceback on
+    stderr), and an out-of-memory error as ``{"skipped": "out of memory"}``."""
+    if not args.in_process:
+        res = run_worker(script, argv, timeout)
+        if "skipped" in res and "out of memory" in res["skipped"].lower():
+            res = {"skipped": "out of memory"}
+        return res
+    _release()
+    try:
+        return call()
+    except Exception as err:  # noqa: BLE001 -- one failed measurement must not end the suite
+        if _is_oom(err):
+            return {"skipped": "out of memory"}
+        traceback.print_exc()
+        return {"skipped": f"failed: {type(err).__name__}: {(str(err).splitlines() or ['?'])[0][:70]}"}
+    finally:
+        _release()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the four tables
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,8 +170,10 @@ def section_a(args) -> dict:
             elif (posterior, method) != ("gaussian", "repar") and predicted is not None and predicted > args.kl_budget:
                 res = {"skipped": f"skipped: est. {predicted:.0f} s > the {args.kl_budget:g} s budget"}
             else:
-                res = run_worker(HERE, ["kl", method, posterior, m, "--device", args.device, "--reps", args.reps],
-                                 timeout=max(120.0, 3 * (predicted or 30) * args.reps))
+                reps = 1 if (predicted or 0) > 2 else args.reps
+                res = measure(args, lambda: kl_worker(method, posterior, m, args.device, reps), HERE,
+                              ["kl", method, posterior, m, "--device", args.device, "--reps", reps],
+                              timeout=max(120.0, 3 * (predicted or 30) * reps))
             results[(posterior, method, m)] = res
             if "time" in res:
                 last = (m, res)
@@ -170,10 +206,9 @@ def section_b(args) -> dict:
     for arch in args.archs:
         print(f"  {arch}")
         for cfg in configs:
-            res = run_worker(train_step.__file__, [*cfg, "--batch", args.batch, "--size", args.size, "--device",
-                                                   args.device, "--reps", args.reps, "--arch", arch], timeout=900)
-            if "skipped" in res and "out of memory" in res["skipped"].lower():
-                res = {"skipped": "out of memory"}
+            res = measure(args, lambda: train_step.worker(*cfg, args.batch, args.size, args.device, args.reps, arch),
+                          train_step.__file__, [*cfg, "--batch", args.batch, "--size", args.size, "--device",
+                                                args.device, "--reps", args.reps, "--arch", arch], timeout=900)
             results[(arch, *cfg)] = res
             name = cfg[0] if cfg[0] != "ours" else f"ours gaussian {cfg[2]:6s} repar n_mc={cfg[4]}"
             print(f"    {name:44s} " + (f"{res['time'] * 1000:9.1f} ms   peak +{res['peak_mb']:9.1f} MB"
@@ -202,8 +237,10 @@ def section_c(args) -> dict:
           f"from 1 up to {args.fit_max_m}, {args.fit_budget:g} s per step at most)")
     results = {}
     for method in ("direct", "repar"):
-        res = run_worker(HERE, ["fit", method, "gaussian", args.fit_max_m, "--device", args.device, "--cpu-cap-gb",
-                                args.cpu_cap_gb, "--fit-budget", args.fit_budget], timeout=900)
+        res = measure(args, lambda: fit_worker(method, "gaussian", args.fit_max_m, args.device, args.cpu_cap_gb,
+                                               args.fit_budget),
+                      HERE, ["fit", method, "gaussian", args.fit_max_m, "--device", args.device, "--cpu-cap-gb",
+                             args.cpu_cap_gb, "--fit-budget", args.fit_budget], timeout=900)
         results[method] = res
         if "largest" in res:
             peak = "" if res["peak_mb"] is None else f", peak +{res['peak_mb']:.0f} MB"
@@ -226,9 +263,11 @@ def section_d(args) -> dict:
     for cfg in configs:
         row = {}
         for backend in ("eager", args.compile_backend):
-            row[backend] = run_worker(HERE, ["compile", *cfg, backend, "--device", args.device, "--reps", args.reps,
-                                             "--batch", args.batch, "--size", args.size, "--arch", args.compile_arch],
-                                      timeout=900)
+            row[backend] = measure(
+                args, lambda: compile_worker(*cfg, args.batch, args.size, args.device, args.reps, args.compile_arch,
+                                             backend),
+                HERE, ["compile", *cfg, backend, "--device", args.device, "--reps", args.reps, "--batch", args.batch,
+                       "--size", args.size, "--arch", args.compile_arch], timeout=900)
         results[cfg] = row
         name = cfg[0] if cfg[0] != "ours" else f"ours gaussian {cfg[2]} n_mc={cfg[4]}"
         e, c = row["eager"], row[args.compile_backend]
@@ -264,7 +303,11 @@ def main() -> None:
     parser.add_argument("--compile-backend", default=None, help="(d) default: inductor on CUDA, aot_eager on a CPU")
     parser.add_argument("--compile-arch", default="resnet18")
     parser.add_argument("--no-bayesian-torch", dest="bayesian_torch", action="store_false")
+    parser.add_argument("--processes", choices=["one", "fresh"], default=None,
+                        help="run the measurements in this one process, or each in a fresh subprocess "
+                             "(default: one on CUDA, fresh on a CPU, where peak memory is the process's)")
     args = parser.parse_args()
+    args.in_process = (args.processes or ("one" if args.device == "cuda" else "fresh")) == "one"
 
     if args.worker:
         kind, rest = args.worker[0], args.worker[1:]

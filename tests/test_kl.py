@@ -281,3 +281,20 @@ def test_radial_statistics_paths_agree_in_law():
         )
     assert stats.ks_2samp(values[1].numpy(), values[8].numpy()).pvalue > 0.01
     _assert_means_close(values[1], values[8], "radial chunk 1 vs 8")
+
+
+def test_radial_one_draw_accumulators_agree():
+    """The host-scalar (CPU) and device-scalar (GPU) updates of the one-draw-at-a-time path add the same sums."""
+    from autobayes.posteriors.radial import _accumulate_device, _accumulate_host
+
+    torch.manual_seed(15)
+    eps, radii = torch.randn(6, 1000, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    host = torch.zeros(1000, dtype=torch.float64), torch.zeros(1000, dtype=torch.float64)
+    device = torch.zeros(1000, dtype=torch.float64), torch.zeros(1000, dtype=torch.float64)
+    for e, r in zip(eps, radii):
+        _accumulate_host(*host, e.clone(), r.item())
+        _accumulate_device(*device, e.clone(), r)
+    xi = eps * (radii[:, None] / eps.norm(dim=1, keepdim=True))
+    for got_host, got_device, want in zip(host, device, (xi.sum(0), (xi**2).sum(0))):
+        torch.testing.assert_close(got_host, want)
+        torch.testing.assert_close(got_device, want)

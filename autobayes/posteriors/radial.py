@@ -79,11 +79,11 @@ class Radial(Posterior):
         with torch.no_grad():
             if chunk == 1:  # a large tensor: one draw at a time, three passes over it besides the draw
                 eps = torch.empty(numel, device=device, dtype=dtype)
-                for r in torch.randn(n_mc, device=device, dtype=dtype).tolist():
-                    normal_(eps)
-                    s = r / torch.linalg.vector_norm(eps).item()
-                    a.add_(eps, alpha=s)
-                    b.addcmul_(eps, eps, value=s * s)
+                radii = torch.randn(n_mc, device=device, dtype=dtype)
+                on_cpu = eps.device.type == "cpu"
+                accumulate = _accumulate_host if on_cpu else _accumulate_device
+                for r in radii.tolist() if on_cpu else radii:
+                    accumulate(a, b, normal_(eps), r)
                 return (a / n_mc).reshape(shape), (b / n_mc).reshape(shape)
             # Two buffers reused by every chunk (no allocation churn: the peak memory is the chunk's).
             eps_buf = torch.empty((chunk, numel), device=device, dtype=dtype)
@@ -101,3 +101,18 @@ class Radial(Posterior):
                 b.addmv_(sq.t(), s * s)
                 done += k
         return (a / n_mc).reshape(shape), (b / n_mc).reshape(shape)
+
+
+def _accumulate_host(a: Tensor, b: Tensor, eps: Tensor, r: float) -> None:
+    """``a += s eps``, ``b += s^2 eps^2`` with ``s = r / ||eps||`` as a Python number (CPU: no extra pass)."""
+    s = r / torch.linalg.vector_norm(eps).item()
+    a.add_(eps, alpha=s)
+    b.addcmul_(eps, eps, value=s * s)
+
+
+def _accumulate_device(a: Tensor, b: Tensor, eps: Tensor, r: Tensor) -> None:
+    """The same with ``s`` kept on the device: one more pass over ``eps`` (scaled in place), but no
+    device-to-host synchronisation per draw."""
+    eps.mul_(r / torch.linalg.vector_norm(eps))
+    a.add_(eps)
+    b.addcmul_(eps, eps)
