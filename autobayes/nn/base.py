@@ -119,7 +119,7 @@ class BayesLayer(nn.Module):
             return self._op(x, self.weight_posterior.sample(), None if bias is None else bias.sample(), *args)
         mean = self._op(x, self.weight_posterior.mu, None if bias is None else bias.mu, *args)
         var = self._op(x * x, self.weight_posterior.variance, None if bias is None else bias.variance, *args)
-        return mean + torch.sqrt(var.clamp_min(_MIN_VAR)) * normal_(torch.empty_like(mean))
+        return torch.addcmul(mean, torch.sqrt(var.clamp_min(_MIN_VAR)), normal_(torch.empty_like(mean)))
 
     def kl(self) -> Tensor:
         """``KL(q || p)`` of the layer: weight plus bias, summed over elements."""

@@ -66,12 +66,13 @@ class BayesParameter(nn.Module):
     @property
     def variance(self) -> Tensor:
         """Per-element posterior variance ``sigma^2 E[xi_j^2]``."""
-        return torch.exp(self.log_var) * self.posterior.second_moment(self.mu.numel())
+        m2 = self.posterior.second_moment(self.mu.numel())
+        return torch.exp(self.log_var) if m2 == 1.0 else torch.exp(self.log_var) * m2
 
     def sample(self) -> Tensor:
         """One draw ``mu + sigma * xi`` (differentiable in ``mu`` and ``log_var``)."""
         xi = self.posterior.sample_noise(1, tuple(self.mu.shape), device=self.mu.device, dtype=self.mu.dtype)[0]
-        return self.mu + self.scale * xi
+        return torch.addcmul(self.mu, self.scale, xi)
 
     def forward(self) -> Tensor:
         return self.mu if self.use_mean else self.sample()
