@@ -6,7 +6,7 @@ it.
 
 from .report import ConversionReport, LayerRecord
 from .rewrite import WEIGHT_OPS, compile_graph, install_fx_root, rewrite_graph
-from .swap import BayesOutput, convert_modules, kl_of, make_swap_root, select_layer, sum_kl
+from .swap import BayesOutput, convert_modules, kl_of, make_swap_root, select_layer, sum_kl, total_kl
 from .tracer import BayesTracer, TraceFailure, is_leaf, leaf_ancestors, trace_modes
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "convert_modules",
     "make_swap_root",
     "select_layer",
+    "total_kl",
     "kl_of",
     "sum_kl",
     "BayesOutput",

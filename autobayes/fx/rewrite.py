@@ -12,8 +12,9 @@ its layers in place (same qualified names, so every ``call_module`` node still r
    parameters used otherwise (layer-scale gammas, position embeddings, norm weights) stay deterministic.
 2. **One sample per parameter per forward**: repeated reads of the same posterior share one draw. (A Bayesian
    *layer* called twice draws a weight per call; its KL still counts once.)
-3. **KL threading**: one ``kl_of(layer)`` node per Bayesian layer or stand-alone posterior the graph uses --
-   including those inside opaque leaf modules -- summed by one ``sum_kl`` node, and the output node rewritten to
+3. **KL threading**: one ``total_kl(layer, ...)`` node over the Bayesian layers and stand-alone posteriors the
+   graph uses -- including those inside opaque leaf modules -- each counted once (it concatenates the tensors
+   whose KL has one per-element form, see :func:`autobayes.nn.fused_kl`), and the output node rewritten to
    ``(output, kl)``.
 """
 
@@ -29,7 +30,7 @@ from torch import fx, nn
 from ..config import BayesConfig
 from ..nn import BayesLayer, BayesParameter
 from .report import ConversionReport, LayerRecord
-from .swap import _ROOT_MIXINS, BayesOutput, base_class, is_kl_unit, kl_of, patch_attributes, select_layer, strip_state, sum_kl
+from .swap import _ROOT_MIXINS, BayesOutput, base_class, is_kl_unit, patch_attributes, select_layer, strip_state, total_kl
 
 __all__ = ["rewrite_graph", "compile_graph", "install_fx_root", "WEIGHT_OPS"]
 
@@ -202,8 +203,7 @@ def rewrite_graph(model: nn.Module, graph: fx.Graph, config: BayesConfig, report
     units = kl_units_of_graph(model, graph)
     output = next(n for n in reversed(graph.nodes) if n.op == "output")
     with graph.inserting_before(output):
-        terms = [graph.call_function(kl_of, (graph.get_attr(path),)) for path in units]
-        total = graph.call_function(sum_kl, tuple(terms))
+        total = graph.call_function(total_kl, tuple(graph.get_attr(path) for path in units))
     output.args = ((output.args[0], total),)
     graph.lint()
     return units

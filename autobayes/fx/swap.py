@@ -16,8 +16,8 @@ keeps its qualified name and state-dict keys):
 The swap-mode fallback (for a model torch.fx cannot trace) converts layers this way and collects the KL of the
 layers a forward called, at run time (forward pre-hooks mark them).
 
-This module also holds the small runtime every converted model uses: :class:`BayesOutput`, :func:`kl_of`,
-:func:`sum_kl` and the derived-class machinery (picklable: the class is rebuilt from its base on load).
+This module also holds the small runtime every converted model uses: :class:`BayesOutput`, :func:`total_kl`
+(with :func:`kl_of` and :func:`sum_kl`, its per-layer parts) and the derived-class machinery (picklable: the class is rebuilt from its base on load).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from torch import Tensor, nn
 
 from ..config import BayesConfig
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
+from ..nn.fused import _at_least_float32, fused_kl
 from .report import ConversionReport, LayerRecord
 
 __all__ = [
     "BayesOutput",
+    "total_kl",
     "kl_of",
     "sum_kl",
     "derive_class",
@@ -76,8 +78,23 @@ def kl_of(module: nn.Module) -> Tensor:
     return _at_least_float32(module.kl())
 
 
-def _at_least_float32(t: Tensor) -> Tensor:
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+def total_kl(*units: nn.Module) -> Tensor:
+    """``sum_kl(*map(kl_of, units))``, computed by :func:`autobayes.nn.fused_kl`: the tensors whose KL has one
+    per-element form are concatenated and evaluated at once, so the cost in operations does not grow with the
+    number of layers. Units under :func:`autobayes.kl_disabled` add 0; the result is float32 (or wider) with
+    autocast switched off, as for :func:`kl_of`.
+    """
+    params: List[BayesParameter] = []
+    for unit in units:
+        if not unit.__dict__.get("_autobayes_kl_disabled", False):
+            params.extend(unit.posteriors() if isinstance(unit, BayesLayer) else [unit])
+    if not params:
+        return sum_kl(*[kl_of(u) for u in units])  # zeros of the units' device and dtype
+    device_type = params[0].mu.device.type
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return fused_kl(params)
+    return fused_kl(params)
 
 
 def sum_kl(*terms: Tensor) -> Tensor:
@@ -333,7 +350,7 @@ class _SwapRoot:
         for m in units:
             m.__dict__["_autobayes_used"] = False
         output = super().forward(*args, **kwargs)
-        return BayesOutput(output, sum_kl(*[kl_of(m) for m in units if m.__dict__["_autobayes_used"]]))
+        return BayesOutput(output, total_kl(*[m for m in units if m.__dict__["_autobayes_used"]]))
 
     def __getstate__(self) -> Dict[str, Any]:
         return strip_state(super().__getstate__())

@@ -9,6 +9,7 @@ from .conv import (
     BayesConvTranspose2d,
     BayesConvTranspose3d,
 )
+from .fused import fused_kl
 from .linear import BayesLinear
 from .mappings import DEFAULT_MAPPINGS, get_default_mappings
 from .parameter import BayesParameter
@@ -16,6 +17,7 @@ from .parameter import BayesParameter
 __all__ = [
     "BayesLayer",
     "BayesParameter",
+    "fused_kl",
     "BayesLinear",
     "BayesConv1d",
     "BayesConv2d",

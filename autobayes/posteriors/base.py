@@ -51,11 +51,15 @@ class Posterior:
     * :meth:`second_moment` is ``E[xi_j^2]`` per element (``E[xi_j] = 0`` for every family here); it gives the
       per-weight variance ``sigma^2 E[xi_j^2]`` used by local reparameterisation and by closed forms.
 
-    ``default_forward`` is the forward mode ``"auto"`` resolves to for this family.
+    ``default_forward`` is the forward mode ``"auto"`` resolves to for this family. ``elementwise`` declares that
+    the noise is i.i.d. over elements (so ``noise_entropy`` is additive in ``numel`` and ``second_moment`` does not
+    depend on it): the KL of several tensors may then be computed on their concatenation, which a model's forward
+    does (:func:`autobayes.nn.fused_kl`). Leave it ``False`` for a law over the whole tensor, like the Radial.
     """
 
     name: ClassVar[str] = ""
     default_forward: ClassVar[str] = "local"
+    elementwise: ClassVar[bool] = False
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
         """``n`` independent noise tensors, stacked: shape ``(n, *shape)``."""

@@ -31,6 +31,7 @@ class Gaussian(Posterior):
     """
 
     default_forward = "local"
+    elementwise = True
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
         return randn((n, *shape), device=device, dtype=dtype)

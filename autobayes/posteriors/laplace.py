@@ -32,6 +32,7 @@ class Laplace(Posterior):
     """
 
     default_forward = "sample"
+    elementwise = True
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
         u = torch.empty((n, *shape), device=device, dtype=dtype)

@@ -30,6 +30,7 @@ class Logistic(Posterior):
     """
 
     default_forward = "sample"
+    elementwise = True
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
         u = torch.rand((n, *shape), device=device, dtype=dtype)
