@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -14,8 +15,6 @@ from autobayes import BayesConfig
 from autobayes.nn import BayesLayer, BayesParameter, fused_kl
 from autobayes.nn.fused import fusable
 from autobayes.posteriors import Gaussian, Laplace
-
-torch.set_default_dtype(torch.float32)
 
 SHAPES = [(6, 5), (4, 3, 3, 3), (7,), (2, 9)]
 
@@ -43,6 +42,14 @@ def _per_tensor(params):
     return sum(p.kl() for p in params)
 
 
+def _assert_fused_equals_per_tensor(params):
+    fused, fused_grads = _value_and_grads(params, lambda ps: fused_kl(ps, fuse_on_cpu=True))
+    ref, ref_grads = _value_and_grads(params, _per_tensor)
+    torch.testing.assert_close(fused, ref, rtol=1e-12, atol=1e-9)
+    for g, r in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
 # fusable: element-wise posteriors, scalar Normal priors (each its own loc and scale), repar or the closed form
 FUSABLE = [
     BayesConfig(posterior="gaussian", kl="closed", prior_loc=0.1, prior_scale=0.5),
@@ -66,12 +73,7 @@ def test_which_tensors_are_fused():
 
 
 def test_closed_forms_fused_equal_the_per_tensor_sum_value_and_gradient():
-    params = _params(FUSABLE * 2 + OTHERS[:3])  # two of each fusable family, so every group has 2 members
-    fused, fused_grads = _value_and_grads(params, fused_kl)
-    ref, ref_grads = _value_and_grads(params, _per_tensor)
-    torch.testing.assert_close(fused, ref, rtol=1e-12, atol=1e-9)
-    for g, r in zip(fused_grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    _assert_fused_equals_per_tensor(_params(FUSABLE * 2 + OTHERS[:3]))  # two of each fusable family: groups of 2
 
 
 @pytest.mark.parametrize("n_mc", [1, 50])
@@ -86,12 +88,7 @@ def test_repar_fused_equals_per_tensor_given_the_same_statistics(monkeypatch, n_
     configs = [BayesConfig(posterior=post, kl="repar", n_mc=n_mc, prior_loc=loc, prior_scale=s)
                for post, loc, s in (("gaussian", 0.0, 1.0), ("gaussian", 0.2, 0.5), ("laplace", -0.1, 0.7),
                                     ("laplace", 0.0, 1.5))]
-    params = _params(configs)
-    fused, fused_grads = _value_and_grads(params, fused_kl)
-    ref, ref_grads = _value_and_grads(params, _per_tensor)
-    torch.testing.assert_close(fused, ref, rtol=1e-12, atol=1e-9)
-    for g, r in zip(fused_grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    _assert_fused_equals_per_tensor(_params(configs))
 
 
 @pytest.mark.parametrize("n_mc", [1, 10])
@@ -101,12 +98,12 @@ def test_repar_fused_has_the_law_of_the_per_tensor_estimator(n_mc):
     configs = [BayesConfig(posterior="gaussian", kl="repar", n_mc=n_mc, prior_loc=0.1 * i, prior_scale=0.5 + 0.3 * i)
                for i in range(4)]
     params = _params(configs, dtype=torch.float32)
-    closed = sum(BayesParameter.kl(p) for p in _params(
+    closed = sum(p.kl() for p in _params(
         [BayesConfig(posterior="gaussian", kl="closed", prior_loc=0.1 * i, prior_scale=0.5 + 0.3 * i) for i in range(4)],
         dtype=torch.float32)).item()
     torch.manual_seed(3)
     with torch.no_grad():
-        fused = torch.tensor([fused_kl(params).item() for _ in range(1000)], dtype=torch.float64)
+        fused = torch.tensor([fused_kl(params, fuse_on_cpu=True).item() for _ in range(1000)], dtype=torch.float64)
         per = torch.tensor([_per_tensor(params).item() for _ in range(1000)], dtype=torch.float64)
     assert stats.ks_2samp(fused.numpy(), per.numpy()).pvalue > 0.01
     for draws in (fused, per):
@@ -125,10 +122,13 @@ class _Net(nn.Module):
         return self.fc(self.conv2(torch.relu(self.conv(x))).mean((2, 3)))
 
 
+@pytest.mark.parametrize("fuse_on_cpu", [False, True], ids=["cpu-rule", "fused-as-on-a-gpu"])
 @pytest.mark.parametrize("mode", ["fx", "swap"])
-def test_a_bayesified_models_kl_is_the_sum_over_its_layers(mode):
-    """Both routes compute the model's KL with the fused sum; it equals the layers' own KLs (closed form, so exact),
-    with one layer on another prior scale (its own group member) and one on a non-fusable prior."""
+def test_a_bayesified_models_kl_is_the_sum_over_its_layers(monkeypatch, mode, fuse_on_cpu):
+    """Both routes compute the model's KL with the fused sum (concatenating on the CPU too, as a GPU does, in the
+    second case); it equals the layers' own KLs (closed form, so exact), with one layer on another prior scale
+    (its own group member) and one on a non-fusable prior."""
+    monkeypatch.setattr(autobayes.fx.swap, "fused_kl", functools.partial(fused_kl, fuse_on_cpu=fuse_on_cpu))
     cfg = BayesConfig(posterior="gaussian", kl="closed",
                       overrides={"conv2": {"prior_scale": 0.1}, "fc": {"prior": "laplace"}})
     bnn = autobayes.bayesify(_Net(), cfg, mode=mode)

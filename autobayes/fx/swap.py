@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..config import BayesConfig
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
-from ..nn.fused import _at_least_float32, fused_kl
+from ..nn.fused import _at_least_float32, fused_kl, sum_kl
 from .report import ConversionReport, LayerRecord
 
 __all__ = [
@@ -95,16 +95,6 @@ def total_kl(*units: nn.Module) -> Tensor:
         with torch.autocast(device_type, enabled=False):
             return fused_kl(params)
     return fused_kl(params)
-
-
-def sum_kl(*terms: Tensor) -> Tensor:
-    """Sum of the per-layer KL terms (a 0-dim tensor; 0 when there are none)."""
-    if not terms:
-        return torch.zeros(())
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
 
 
 def is_kl_unit(module: nn.Module, parent: Optional[nn.Module]) -> bool:

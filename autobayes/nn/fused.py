@@ -19,6 +19,11 @@ which is, term for term, the sum of the per-tensor estimators (:func:`autobayes.
 ``closed_kl``), with the noise of the whole group drawn in one call (the same law, since the noise is i.i.d.).
 Every other tensor (a Radial posterior, a non-Normal prior, a prior centred on tensors, the ``direct``
 estimator) keeps its own :meth:`BayesParameter.kl`.
+
+Tensors on the CPU are not concatenated unless asked (``fuse_on_cpu=True``): there an operation costs
+microseconds and a small tensor stays in cache through all of its KL's operations, while the concatenation
+streams every operation through main memory (measured on 2 cores: ResNet-18's KL, forward and backward, took
+0.17 s tensor by tensor and 0.49 s concatenated).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from ..kl.closed import _location_scale_normal, _lookup
 from ..priors import Normal
 from .parameter import BayesParameter
 
-__all__ = ["fused_kl", "fusable"]
+__all__ = ["fused_kl", "fusable", "sum_kl"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _REPEATS: Dict[Tuple[torch.device, Tuple[int, ...]], Tensor] = {}
@@ -50,21 +55,22 @@ def fusable(p: BayesParameter) -> bool:
     return p.kl_method == "closed" and _lookup(p.posterior, p.prior) is _location_scale_normal
 
 
-def fused_kl(params: Sequence[BayesParameter]) -> Tensor:
+def fused_kl(params: Sequence[BayesParameter], *, fuse_on_cpu: bool = False) -> Tensor:
     """``sum(p.kl() for p in params)``, with the :func:`fusable` tensors grouped (same posterior family, estimator,
     ``n_mc``, device and dtype) and each group evaluated once on its concatenation. Computed in at least float32.
+    CPU tensors are concatenated only with ``fuse_on_cpu=True`` (slower there, see the module's docstring).
 
     Example:
         >>> from autobayes import BayesConfig
         >>> cfg = BayesConfig(posterior="gaussian", kl="closed")
         >>> ps = [BayesParameter(torch.zeros(3, 4), cfg), BayesParameter(torch.zeros(5), cfg)]
-        >>> torch.allclose(fused_kl(ps), ps[0].kl() + ps[1].kl())
+        >>> torch.allclose(fused_kl(ps, fuse_on_cpu=True), ps[0].kl() + ps[1].kl())
         True
     """
     groups: Dict[tuple, List[BayesParameter]] = {}
     terms: List[Tensor] = []
     for p in params:
-        if fusable(p):
+        if (fuse_on_cpu or p.mu.device.type != "cpu") and fusable(p):
             n_mc = p.n_mc if p.kl_method == "repar" else 0
             key = (type(p.posterior), p.kl_method, n_mc, p.mc_chunk_size, p.mu.device, p.mu.dtype)
             groups.setdefault(key, []).append(p)
@@ -72,6 +78,11 @@ def fused_kl(params: Sequence[BayesParameter]) -> Tensor:
             terms.append(_at_least_float32(p.kl()))
     for group in groups.values():
         terms.append(_at_least_float32(group[0].kl()) if len(group) == 1 else _group_kl(group))
+    return sum_kl(*terms)
+
+
+def sum_kl(*terms: Tensor) -> Tensor:
+    """Sum of KL terms (a 0-dim tensor; 0 when there are none)."""
     if not terms:
         return torch.zeros(())
     total = terms[0]
