@@ -7,7 +7,7 @@
     224x224: time and peak memory for n_mc in {1, 100, 1000}, in local-reparameterisation and weight-sampling mode,
     against the deterministic model (and IntelLabs' bayesian-torch, when installed).
 (c) The paper's Figure 6 question: the largest n_mc that fits in memory, ``direct`` versus ``repar`` (M doubled
-    until the device runs out of memory, in one process per estimator).
+    until the device runs out of memory, one measurement per estimator).
 (d) Eager versus ``torch.compile`` training-step time.
 
 The workers of ``kl_scaling.py`` and ``train_step.py`` are reused. On CUDA each measurement runs in this one

@@ -17,7 +17,8 @@ The swap-mode fallback (for a model torch.fx cannot trace) converts layers this 
 layers a forward called, at run time (forward pre-hooks mark them).
 
 This module also holds the small runtime every converted model uses: :class:`BayesOutput`, :func:`total_kl`
-(with :func:`kl_of` and :func:`sum_kl`, its per-layer parts) and the derived-class machinery (picklable: the class is rebuilt from its base on load).
+(with :func:`kl_of` and :func:`sum_kl`, its per-layer parts) and the derived-class machinery (picklable: the
+class is rebuilt from its base on load).
 """
 
 from __future__ import annotations
