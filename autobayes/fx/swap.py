@@ -73,10 +73,7 @@ def kl_of(module: nn.Module) -> Tensor:
     mu = module.mu if isinstance(module, BayesParameter) else module.weight_posterior.mu
     if module.__dict__.get("_autobayes_kl_disabled", False):
         return mu.new_zeros((), dtype=torch.promote_types(mu.dtype, torch.float32))
-    if torch.is_autocast_enabled(mu.device.type):
-        with torch.autocast(mu.device.type, enabled=False):
-            return _at_least_float32(module.kl())
-    return _at_least_float32(module.kl())
+    return _kl_in_float32(mu.device.type, module.kl)
 
 
 def total_kl(*units: nn.Module) -> Tensor:
@@ -91,11 +88,15 @@ def total_kl(*units: nn.Module) -> Tensor:
             params.extend(unit.posteriors() if isinstance(unit, BayesLayer) else [unit])
     if not params:
         return sum_kl(*[kl_of(u) for u in units])  # zeros of the units' device and dtype
-    device_type = params[0].mu.device.type
+    return _kl_in_float32(params[0].mu.device.type, lambda: fused_kl(params))
+
+
+def _kl_in_float32(device_type: str, compute: Callable[[], Tensor]) -> Tensor:
+    """``compute()`` with autocast switched off on ``device_type``, in at least float32."""
     if torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
-            return fused_kl(params)
-    return fused_kl(params)
+            return _at_least_float32(compute())
+    return _at_least_float32(compute())
 
 
 def is_kl_unit(module: nn.Module, parent: Optional[nn.Module]) -> bool:
