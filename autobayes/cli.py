@@ -2,7 +2,10 @@
 
 Exit codes: 0 success, 2 usage error (bad flag, unknown name, invalid option value), 1 failure (missing or
 corrupt file, checkpoint that does not match, output that exists without ``--force``, ...). Expected failures
-print one line, ``autobayes: error: ...``, on stderr; set ``AUTOBAYES_DEBUG=1`` to see the traceback.
+print one line, ``autobayes: error: ...``, on stderr (a usage error ends with ``(see autobayes COMMAND --help)``);
+set ``AUTOBAYES_DEBUG=1`` to see the traceback. Long options are never abbreviated (``--init`` is not
+``--init-scale``). The current directory is on ``sys.path``, as under ``python -m``, so ``--arch
+my_models:make_net`` finds ``./my_models.py``.
 """
 
 from __future__ import annotations
@@ -34,11 +37,33 @@ examples:
 `autobayes COMMAND --help` describes each command. Exit codes: 0 success, 1 failure, 2 usage error."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line and whose long options must be spelled out.
+
+    A usage error prints ``autobayes: error: MESSAGE (see autobayes COMMAND --help)`` on stderr and exits with
+    2 (argparse's own error prints the whole usage block first). ``allow_abbrev=False``: a prefix such as
+    ``--init`` is not read as ``--init-scale``. The subcommands' parsers are of this class too (``add_subparsers``
+    makes its parsers with the class of its parent).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"autobayes: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per available command."""
+    """The top-level parser with one subparser per available command.
+
+    Example:
+        >>> build_parser().parse_args(["inspect", "digits_cnn"]).command
+        'inspect'
+    """
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autobayes",
         description="Turn deterministic PyTorch networks into Bayesian neural networks; train, convert, inspect, "
         "predict with and evaluate them.",
@@ -56,7 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # a command whose module is not installed is simply not offered
         module.add_parser(subparsers)
         subparsers.choices[name].set_defaults(_run=module.run)
+    parser.commands = subparsers.choices  # name -> subparser: an unknown flag is reported by its command's parser
     return parser
+
+
+def _current_directory_on_path() -> None:
+    """Put the current directory on ``sys.path`` (first, as ``python -m`` does), so that ``--arch
+    my_models:make_net`` finds ``./my_models.py`` from the ``autobayes`` console script too."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def _error(message: str) -> None:
@@ -70,10 +104,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         >>> main(["inspect", "digits_cnn", "--in-channels", "1", "--image-size", "8"])  # doctest: +SKIP
         0
     """
+    _current_directory_on_path()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            command = parser.commands.get(getattr(args, "command", None) or "", parser)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exit_:  # --help, --version (0) and usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     run = getattr(args, "_run", None)

@@ -21,6 +21,7 @@ it.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import math
@@ -102,8 +103,7 @@ def build_model(
         key = arch.lower()
         if key not in ARCHITECTURES:
             raise UnknownNameError(
-                f"unknown architecture {arch!r}; choose one of {architecture_names()}."
-                f"{did_you_mean(key, ARCHITECTURES.names())}"
+                f"unknown architecture {arch!r}; choose one of {architecture_names()}.{_suggest(arch)}"
             )
         try:
             model = ARCHITECTURES.get(key)(
@@ -116,6 +116,32 @@ def build_model(
         _check_input_size(model, arch, in_channels, image_size)
     model.autobayes_arch = {"arch": arch, "kwargs": spec_kwargs}
     return model
+
+
+def _suggest(arch: str) -> str:
+    """``" Did you mean 'torchvision:resnet18', 'timm:resnet18' or 'preact_resnet18'?"``: the torchvision and timm
+    models of exactly that name (the libraries that are installed), then the closest built-in name."""
+    options = []
+    try:
+        import torchvision
+
+        if arch in torchvision.models.list_models():
+            options.append(f"torchvision:{arch}")
+    except Exception:  # noqa: BLE001 - only a suggestion: a broken or missing torchvision adds none
+        pass
+    try:
+        import timm
+
+        if timm.is_model(arch):
+            options.append(f"timm:{arch}")
+    except Exception:  # noqa: BLE001 - timm is optional
+        pass
+    options += difflib.get_close_matches(arch.lower(), ARCHITECTURES.names(), n=1, cutoff=0.5)  # as did_you_mean
+    if not options:
+        return ""
+    quoted = [repr(o) for o in options]
+    text = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f" Did you mean {text}?"
 
 
 # ---------------------------------------------------------------------- torchvision / timm / user factories
@@ -183,7 +209,7 @@ def _user_factory(module_name: str, attr: str, spec_kwargs: Dict[str, Any]) -> n
     except ImportError as err:
         raise ConfigError(
             f"architecture '{module_name}:{attr}': cannot import module {module_name!r} ({err}); it must be "
-            f"importable (on sys.path / PYTHONPATH), e.g. 'my_models:make_net' for my_models.py"
+            f"importable (on sys.path / PYTHONPATH; the autobayes command also looks in the current directory), e.g. 'my_models:make_net' for my_models.py"
         ) from err
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
