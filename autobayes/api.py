@@ -36,6 +36,7 @@ def bayesify(
     autowrap_functions: Optional[Sequence[Callable]] = None,
     concrete_args: Optional[Dict[str, Any]] = None,
     example_inputs: Any = None,
+    allow_deterministic: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Turn a deterministic network into a Bayesian one (mean-field variational inference).
@@ -68,6 +69,9 @@ def bayesify(
         concrete_args: forward arguments to fix while tracing (``{"mask": None}``).
         example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs: the traced graph
             is checked against the eager model on it (catches a branch traced for the wrong argument).
+        allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
+            nothing, or a model without supported layers); by default that is an error, since the result would
+            be a deterministic network with no posterior.
         **options: :class:`BayesConfig` fields, e.g. ``posterior="gaussian"``, ``n_mc=100``,
             ``prior_scale=0.1``, ``moped_delta=0.1``, ``include=["head"]``.
 
@@ -80,7 +84,8 @@ def bayesify(
 
     Raises:
         UnknownNameError: an unknown option or option value (the message suggests the closest name).
-        ConfigError: an invalid option value.
+        ConfigError: an invalid option value, or no layer became Bayesian (the message names the filters and
+            lists layers that exist; pass ``allow_deterministic=True`` to accept that).
         UntraceableModelError: with ``mode="fx"``, when torch.fx cannot trace the model; the message names the
             module path and the operation and gives the fixes as code.
 
@@ -99,6 +104,8 @@ def bayesify(
     mode = mode.lower()
     if not isinstance(inplace, bool):
         raise ConfigError(f"inplace must be True or False, got {inplace!r}")
+    if not isinstance(allow_deterministic, bool):
+        raise ConfigError(f"allow_deterministic must be True or False, got {allow_deterministic!r}")
     leaf_types = _types(leaf_modules, "leaf_modules")
     wrapped = _callables(autowrap_functions, "autowrap_functions")
     if concrete_args is not None and not isinstance(concrete_args, Mapping):
@@ -142,18 +149,17 @@ def bayesify(
             if mode == "fx" or inplace:
                 raise UntraceableModelError(message) from err
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
-            return bayesify(model, cfg, mode="swap", example_inputs=example_inputs)
+            return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
+                            allow_deterministic=allow_deterministic)
     else:
         _build_swap(net, cfg, report)
 
     net.bayes_config = cfg
     net.bayes_report = report
     if not report.converted:
-        warnings.warn(
-            f"no layer of {type(model).__name__} became Bayesian (see bnn.bayes_report); check layer_types / "
-            f"include / exclude / filter_fn / overrides",
-            stacklevel=2,
-        )
+        if not allow_deterministic:
+            raise ConfigError(_nothing_converted(model, cfg, report))
+        report.notes.append("no layer became Bayesian (allow_deterministic=True): the network is deterministic")
     if reference is not None and not _matches_eager(net, inputs, reference):
         message = (
             f"the converted {type(model).__name__} (mode={report.mode!r}) does not reproduce the eager model on "
@@ -163,9 +169,43 @@ def bayesify(
         )
         if report.mode == "fx" and mode == "auto" and not inplace:
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
-            return bayesify(model, cfg, mode="swap", example_inputs=example_inputs)
+            return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
+                            allow_deterministic=allow_deterministic)
         raise UntraceableModelError(message)
     return net
+
+
+def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionReport) -> str:
+    """The error of a conversion that converted nothing: the filters, some layers that exist, the fixes."""
+    name = type(model).__name__
+    filters = []
+    if cfg.layer_types is not None:
+        filters.append(f"layer_types={[t if isinstance(t, str) else t.__name__ for t in cfg.layer_types]}")
+    for field_name in ("include", "exclude"):
+        value = getattr(cfg, field_name)
+        if value:
+            filters.append(f"{field_name}={list(value)}")
+    if cfg.filter_fn is not None:
+        filters.append("filter_fn")
+    if any(v is None for v in (cfg.overrides or {}).values()):
+        filters.append(f"overrides={dict(cfg.overrides)}")
+    layers = [f"{r.name or '(the model itself)'} ({r.type})" for r in report.skipped]
+    shown = ", ".join(layers[:8]) + (f", ... ({len(layers)} in all)" if len(layers) > 8 else "")
+    if filters and layers:
+        why = f"{' / '.join(filters)} selected none of its convertible layers: {shown}"
+    elif layers:
+        why = f"every convertible layer was skipped: {shown}"
+    else:
+        modules = [n for n, _ in model.named_modules() if n][:8]
+        why = (f"it has no layer autobayes converts (nn.Linear, nn.ConvNd, nn.ConvTransposeNd, "
+               f"nn.MultiheadAttention, parameters fed to F.linear / F.conv* / matmul); its modules: "
+               f"{', '.join(modules) or 'none'}")
+    fix = ("Fix the filter (e.g. include=['fc', 'layer4.*']; see the layer names with `autobayes inspect ARCH` or "
+           "print(autobayes.inspect_model(model)))" if filters or layers else
+           "Convert a model with such layers (see print(autobayes.inspect_model(model)))")
+    return (f"no layer of {name} became Bayesian: {why}. The result would be a deterministic network with no "
+            f"posterior. {fix}, or pass allow_deterministic=True (`autobayes train --allow-deterministic`) to "
+            f"accept a deterministic network")
 
 
 def _build_fx(net: nn.Module, graphs: Dict[str, Any], cfg: BayesConfig, report: ConversionReport, leaf_types) -> None:
@@ -211,6 +251,7 @@ def inspect_model(model: nn.Module, config: Optional[Union[BayesConfig, Mapping[
         >>> [r.name for r in report.converted]
         ['fc']
     """
+    options.setdefault("allow_deterministic", True)  # a report of a filter that matches nothing is what is asked
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         bnn = bayesify(model, config, **options)

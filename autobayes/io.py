@@ -660,7 +660,7 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         model = _build_deterministic(spec["arch"])
         config = _rebuild_config(spec)
         options = {k: v for k, v in (spec.get("bayesify") or {}).items()}
-        bnn = bayesify(model, config=config, **options)
+        bnn = bayesify(model, config=config, allow_deterministic=True, **options)  # the file says what it holds
     except AutobayesError as err:
         raise CheckpointError(f"cannot rebuild the network of {str(path)!r} ({spec['arch']['arch']}): {err}") from err
     hint = (
