@@ -8,7 +8,16 @@ RMSE, R^2 and Gaussian NLL (regression).
 With ``out_dir``: a CSV log (``log.csv``, one row per epoch, the columns of :data:`CSV_FIELDS`), the checkpoints
 ``best.safetensors`` (lowest validation NLL) and ``last.safetensors`` in the self-describing format of
 :func:`autobayes.save`, and ``last.resume.pt`` (optimiser, epoch, random state, history: tensors and plain values,
-read back with ``torch.load(..., weights_only=True)``) for ``resume=True``.
+read back with ``torch.load(..., weights_only=True)``) for ``resume=True``. These are the files of a run
+(:data:`RUN_FILES`); a folder that holds any of them is refused unless ``resume=True`` (continue that run) or
+``overwrite=True`` (``--force``: its run files are deleted before the new run starts, so the folder never mixes
+two runs; other files are left alone). Checkpoints are written atomically (a temporary file renamed into place),
+and a resumed run rewrites ``log.csv`` from the saved history, so the log matches the checkpoint.
+
+What the progress shows: the loss is ``NLL + beta * KL / N`` (per training example), and with few examples and
+many weights the KL term can be most of it (digits: ~170 nats per example against an NLL below 0.5). The
+progress bar and the per-epoch line show the two apart; when the KL term is more than :data:`KL_WARN_RATIO` times
+the NLL for :data:`KL_WARN_EPOCHS` consecutive epochs, ``train`` warns once, with the usual fixes.
 
 Reproducibility: ``seed`` seeds torch, numpy and Python; each epoch's shuffling uses its own generator seeded from
 ``(seed, epoch)``, and the random state is saved with the checkpoint, so a resumed run continues exactly as an
@@ -63,19 +72,31 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed
 from .data import DatasetInfo, load_dataset
 from .errors import CheckpointError, ConfigError, UnknownNameError
+from .io import OutputExistsError, atomic_output
 from .losses import CategoricalELBO, GaussianELBO
 from .registry import did_you_mean
 from .schedules import get_beta_schedule
 
-__all__ = ["train", "TrainResult", "CSV_FIELDS", "OPTIMIZERS", "AMP_MODES", "default_arch"]
+__all__ = ["train", "TrainResult", "CSV_FIELDS", "RUN_FILES", "OPTIMIZERS", "AMP_MODES", "default_arch",
+           "KL_WARN_RATIO", "KL_WARN_EPOCHS"]
 
 #: Columns of ``log.csv``: the paper repository's fields, then the validation NLL / ECE, regression metrics and
-#: the ELBO terms. Empty cells where a field does not apply (accuracy of a regression run).
+#: the ELBO terms. Empty cells where a field does not apply (accuracy of a regression run). ``train_kl`` is the
+#: model's KL (unscaled), ``train_nll`` the mean NLL per example and ``train_kl_term`` the KL's share of
+#: ``train_loss``, ``beta * KL / N`` per example (so ``train_loss = train_nll + train_kl_term``).
 CSV_FIELDS = (
     "epoch", "train_loss", "train_acc", "train_avg_batch_time", "train_epoch_time", "n_mc_iter",
     "val_loss", "val_acc", "val_avg_batch_time", "val_epoch_time", "n_test_iter", "occupied_mb", "train_kl",
-    "val_nll", "val_ece", "val_rmse", "val_r2", "train_nll", "beta", "lr",
+    "val_nll", "val_ece", "val_rmse", "val_r2", "train_nll", "beta", "lr", "train_kl_term",
 )
+
+#: The files of a run in ``out_dir``: a folder holding any of them needs ``resume=True`` or ``overwrite=True``.
+RUN_FILES = ("log.csv", "best.safetensors", "last.safetensors", "last.resume.pt")
+
+#: ``train`` warns (once) when the KL term ``beta * KL / N`` exceeds ``KL_WARN_RATIO`` times the training NLL
+#: (its absolute value: a regression NLL can be negative) for ``KL_WARN_EPOCHS`` consecutive epochs.
+KL_WARN_RATIO = 10.0
+KL_WARN_EPOCHS = 3
 
 #: Optimisers by name.
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -114,6 +135,21 @@ class TrainResult:
         """The best epoch's row."""
         return next(row for row in self.history if row["epoch"] == self.best_epoch)
 
+    def loss_terms(self) -> str:
+        """One line splitting the final training loss into its NLL and KL terms.
+
+        Example:
+            >>> result.loss_terms()  # doctest: +SKIP
+            'training loss 141.2 = NLL 0.0132 + KL term 141.2 (beta * KL / N; KL 2.03e+05, N 1437, beta 1)'
+        """
+        row = self.final
+        n = getattr(self.criterion, "num_data", None)
+        kl_term = row.get("train_kl_term")
+        if kl_term is None:  # a history from before the column existed
+            kl_term = row["train_loss"] - row["train_nll"]
+        return (f"training loss {row['train_loss']:.4g} = NLL {row['train_nll']:.4g} + KL term {kl_term:.4g} "
+                f"(beta * KL / N; KL {row['train_kl']:.3g}, N {n}, beta {row['beta']:.3g})")
+
     def summary(self) -> str:
         """One line with the final validation metrics."""
         row = self.final
@@ -150,6 +186,7 @@ def train(
     seed: int = 0,
     out_dir: Union[str, os.PathLike, None] = None,
     resume: bool = False,
+    overwrite: bool = False,
     model_kwargs: Optional[Mapping[str, Any]] = None,
     data_root: Optional[str] = None,
     val_fraction: float = 0.2,
@@ -170,7 +207,9 @@ def train(
     Args:
         model: an architecture name for :func:`autobayes.models.build_model` (sized to the data), a deterministic
             ``nn.Module`` (converted with :func:`autobayes.bayesify`), a network ``bayesify`` already returned
-            (trained as is), or ``None`` for :func:`default_arch`.
+            or :func:`autobayes.load` read (trained as is: fine-tuning, ``autobayes train --init``), or ``None``
+            for :func:`default_arch`. A module is checked against the data first (classes, channels, features
+            its checkpoint records; one forward of a training example).
         data: a name for :func:`autobayes.data.load_dataset` or a ``(train_set, val_set, info)`` triple.
         epochs: number of epochs (in total, counting those a resumed run already did).
         batch_size: examples per optimiser step.
@@ -186,8 +225,11 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         gpus: with ``device="cuda"``, replicate over this many GPUs (``nn.DataParallel``).
         seed: seeds the model's initialisation, the split, the shuffling and the posterior samples.
-        out_dir: folder of ``log.csv`` and the checkpoints; ``None`` writes nothing.
+        out_dir: folder of ``log.csv`` and the checkpoints (:data:`RUN_FILES`); ``None`` writes nothing. A folder
+            that already holds a run is refused unless ``resume`` or ``overwrite``.
         resume: continue from ``out_dir/last.resume.pt`` (same arguments as the first run).
+        overwrite: replace the run in ``out_dir`` (``autobayes train --force``): its :data:`RUN_FILES` are
+            deleted before training starts; other files in the folder are left alone.
         model_kwargs: extra arguments of the architecture (e.g. ``{"width": 32}``).
         data_root, val_fraction, augment, image_size, download: see :func:`autobayes.data.load_dataset`.
         variance: regression noise variance of :class:`autobayes.losses.GaussianELBO` (``"learned"`` by default).
@@ -200,7 +242,12 @@ def train(
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``: autocast training (the KL stays float32).
         torch_compile: ``True`` (default backend) or a ``torch.compile`` backend name, e.g. ``"aot_eager"``.
         **bayes_options: ``bayesify`` options, e.g. ``posterior="gaussian"``, ``n_mc=100``, ``kl="repar"``,
-            ``prior_scale=0.1``, ``init_scale=1e-3``, ``exclude=["conv1"]``.
+            ``prior_scale=0.1``, ``init_scale=1e-3``, ``exclude=["conv1"]``; a filter that converts no layer is
+            an error unless ``allow_deterministic=True``.
+
+    Warns:
+        UserWarning: once, when the KL term outweighs the NLL :data:`KL_WARN_RATIO`-fold for
+            :data:`KL_WARN_EPOCHS` consecutive epochs (the message gives the usual fixes).
 
     Returns:
         :class:`TrainResult` (model, history, info, best epoch).
@@ -227,6 +274,9 @@ def train(
     out_path = Path(out_dir) if out_dir is not None else None
     if resume and out_path is None:
         raise ConfigError("resume=True needs out_dir (the folder holding last.resume.pt of the earlier run)")
+    if resume and overwrite:
+        raise ConfigError("resume=True continues the run in out_dir and overwrite=True replaces it; pass one "
+                          "(--resume or --force)")
     if nproc > 1:
         if distributed.env_world_size() > 1:
             raise ConfigError(f"nproc={nproc} under torchrun (WORLD_SIZE={distributed.env_world_size()}): leave nproc "
@@ -234,6 +284,8 @@ def train(
         if gpus > 1:
             raise ConfigError("nproc > 1 (DistributedDataParallel) replaces gpus > 1 (nn.DataParallel); pass one")
         arguments.update(arguments.pop("bayes_options"), nproc=1, device=device.type)
+        if out_path is not None:  # refuse (or clear) the folder here, before any process starts
+            _prepare_run_folder(out_path, resume, overwrite)
         result = distributed.launch(train, arguments, nproc, device)
         result.model.to(device)  # rank 0's model, back on this process's device
         result.criterion.to(device)
@@ -241,7 +293,7 @@ def train(
     ctx = distributed.setup(device)
     try:
         return _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr_schedule, beta,
-                      beta_kwargs, n_test, ctx.device, gpus, seed, out_path, resume, model_kwargs, data_root,
+                      beta_kwargs, n_test, ctx.device, gpus, seed, out_path, resume, overwrite, model_kwargs, data_root,
                       val_fraction, augment, image_size, download, variance, num_workers, progress and ctx.is_main,
                       config, amp, torch_compile, bayes_options)
     finally:
@@ -249,9 +301,19 @@ def train(
 
 
 def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr_schedule, beta, beta_kwargs, n_test,
-           device, gpus, seed, out_path, resume, model_kwargs, data_root, val_fraction, augment, image_size, download,
-           variance, num_workers, progress, config, amp, torch_compile, bayes_options) -> TrainResult:
+           device, gpus, seed, out_path, resume, overwrite, model_kwargs, data_root, val_fraction, augment, image_size,
+           download, variance, num_workers, progress, config, amp, torch_compile, bayes_options) -> TrainResult:
     _seed_everything(seed)  # the same on every rank: the same split and the same initial parameters
+    if out_path is not None:  # rank 0 looks at (and with overwrite clears) the folder; every rank gets its verdict
+        problem = None
+        if ctx.is_main:
+            try:
+                _prepare_run_folder(out_path, resume, overwrite)
+            except OutputExistsError as err:
+                problem = str(err)
+        problem = ctx.broadcast(problem)
+        if problem is not None:
+            raise OutputExistsError(problem)
 
     if isinstance(data, str):
         train_set, val_set, info = load_dataset(data, data_root, val_fraction=val_fraction, seed=seed,
@@ -262,6 +324,8 @@ def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr
         except (TypeError, ValueError) as err:
             raise ConfigError("data must be a dataset name or a (train_set, val_set, DatasetInfo) triple") from err
     bnn = _bayesian_model(model, info, dict(model_kwargs or {}), config, bayes_options).to(device)
+    if isinstance(model, nn.Module):  # sized by someone else (e.g. a checkpoint): does it fit this data?
+        _check_fits(bnn, info, train_set, device)
 
     num_data = len(train_set)  # N of the ELBO: the whole training set, on every rank
     criterion = (CategoricalELBO(num_data) if info.task == "classification"
@@ -292,6 +356,8 @@ def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr
         if start_epoch >= epochs:
             warnings.warn(f"resume: {out_path} already holds {start_epoch} epochs (>= epochs={epochs}); nothing to "
                           f"train, pass a larger epochs", stacklevel=3)
+        if ctx.is_main:  # the log as of the checkpoint (a crash after a row was appended leaves no extra row)
+            _write_log(out_path / "log.csv", history)
     elif out_path is not None and ctx.is_main:
         out_path.mkdir(parents=True, exist_ok=True)
         _write_csv_header(out_path / "log.csv")
@@ -307,6 +373,7 @@ def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr
     if torch_compile:
         net = torch.compile(net, **({} if torch_compile is True else {"backend": torch_compile}))
     step = _Stepper(device, amp, ctx, criterion)
+    kl_warned = False
 
     for epoch in range(start_epoch, epochs):
         loader_gen.manual_seed(_epoch_seed(seed, epoch))
@@ -332,6 +399,8 @@ def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr
             from tqdm import tqdm
 
             tqdm.write(_epoch_line(row, info))
+        if ctx.is_main and not kl_warned:
+            kl_warned = _warn_if_kl_dominates(history)
         if out_path is not None and ctx.is_main:
             _append_csv(out_path / "log.csv", row)
             meta = {"epoch": epoch + 1, "dataset": info.to_dict(), "metrics": _json_row(row)}
@@ -424,7 +493,8 @@ def _train_epoch(net, bnn, criterion, opt, loader, schedule, epoch, epochs, devi
 
     bnn.train()
     num_batches = len(loader)
-    totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "correct": 0, "n": 0}
+    totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "kl_term": 0.0, "correct": 0, "n": 0}
+    num_data = getattr(criterion, "num_data", 1)
     batch_times: List[float] = []
     beta_value = 0.0
     start = time.perf_counter()
@@ -443,17 +513,22 @@ def _train_epoch(net, bnn, criterion, opt, loader, schedule, epoch, epochs, devi
         b = x.shape[0]
         totals["loss"] += terms.loss.item() * b
         totals["nll"] += terms.nll.item() * b
+        kl_term = float(terms.beta) * terms.kl.item() / num_data  # the KL's share of the loss, per example
         totals["kl"] += terms.kl.item() * b
+        totals["kl_term"] += kl_term * b
         totals["n"] += b
         if info.task == "classification":
             totals["correct"] += int((out.argmax(1) == y).sum())
-        bar.set_postfix(loss=f"{terms.loss.item():.3f}", nll=f"{terms.nll.item():.3f}")
-    keys = ("loss", "nll", "kl", "correct", "n")
+        if progress:
+            bar.set_postfix({"loss": f"{terms.loss.item():.4g}", "nll": f"{terms.nll.item():.4g}",
+                             "kl_term": f"{kl_term:.4g}"})
+    keys = ("loss", "nll", "kl", "kl_term", "correct", "n")
     summed = step.ctx.all_reduce_sum(torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64))
     totals = dict(zip(keys, summed.tolist()))
     n = max(totals["n"], 1)
     return {
         "train_loss": totals["loss"] / n, "train_nll": totals["nll"] / n, "train_kl": totals["kl"] / n,
+        "train_kl_term": totals["kl_term"] / n,
         "train_acc": totals["correct"] / n if info.task == "classification" else None,
         "train_avg_batch_time": float(np.mean(batch_times)) if batch_times else 0.0,
         "train_epoch_time": time.perf_counter() - start, "beta": beta_value,
@@ -532,7 +607,8 @@ def _noise_variance(criterion: nn.Module, like: Tensor) -> Optional[float]:
 
 # ---------------------------------------------------------------------- logging and checkpoints
 def _epoch_line(row: Dict[str, Any], info: DatasetInfo) -> str:
-    head = (f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  kl {row['train_kl']:.1f}  "
+    head = (f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4g} = nll {row['train_nll']:.4g} + kl term "
+            f"{row['train_kl_term']:.4g} (beta {row['beta']:.3g} * KL {row['train_kl']:.3g} / N)  "
             f"time {row['train_epoch_time']:.1f}s  |  val ")
     if info.task == "classification":
         return head + f"acc {row['val_acc']:.4f}  nll {row['val_nll']:.4f}  ece {row['val_ece']:.4f}"
@@ -540,8 +616,17 @@ def _epoch_line(row: Dict[str, Any], info: DatasetInfo) -> str:
 
 
 def _write_csv_header(path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(CSV_FIELDS)
+    _write_log(path, [])
+
+
+def _write_log(path: Path, history: List[Dict[str, Any]]) -> None:
+    """``log.csv`` with a header and one row per epoch of ``history``, written atomically."""
+    with atomic_output(path, overwrite=True) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_FIELDS)
+            for row in history:
+                writer.writerow(["" if row.get(k) is None else row[k] for k in CSV_FIELDS])
 
 
 def _append_csv(path: Path, row: Dict[str, Any]) -> None:
@@ -566,8 +651,9 @@ def _save_checkpoint(bnn: nn.Module, path: Path, metadata: Dict[str, Any]) -> No
 
         warnings.warn(f"{path.name}: {err}; saving the state dict only (load it into the same model with "
                       f"load_state_dict)", stacklevel=4)
-        save_file({k: v.detach().contiguous().cpu() for k, v in bnn.state_dict().items()}, str(path),
-                  metadata={"autobayes_train": json.dumps(metadata)})
+        with atomic_output(path, overwrite=True) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in bnn.state_dict().items()}, str(tmp),
+                      metadata={"autobayes_train": json.dumps(metadata)})
 
 
 _RESUME_FILE = "last.resume.pt"
@@ -588,9 +674,8 @@ def _save_resume(path: Path, bnn, opt, criterion, sched, epoch, history, best_ep
         "best_epoch": best_epoch,
         "best_nll": best_nll,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_resume(out_path: Path, bnn, opt, criterion, sched) -> Dict[str, Any]:
@@ -616,6 +701,93 @@ def _load_resume(out_path: Path, bnn, opt, criterion, sched) -> Dict[str, Any]:
     history = json.loads(state["history"])
     return {"epoch": int(state["epoch"]), "history": history, "best_epoch": int(state["best_epoch"]),
             "best_nll": float(state["best_nll"])}
+
+
+def _prepare_run_folder(out_path: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds an earlier run (:data:`RUN_FILES`) unless ``resume`` or ``overwrite``; with
+    ``overwrite``, delete that run's files, so that the new run never mixes with the old one."""
+    if out_path.exists() and not out_path.is_dir():
+        raise OutputExistsError(f"out_dir {str(out_path)!r} is a file, not a folder; choose another --out (out_dir)")
+    found = [name for name in RUN_FILES if (out_path / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"{str(out_path)!r} already holds a training run ({', '.join(found)}); pass --force (overwrite=True) to "
+            f"replace it, --resume (resume=True) to continue it, or choose another --out (out_dir)"
+        )
+    for name in found:
+        (out_path / name).unlink()
+
+
+def _warn_if_kl_dominates(history: List[Dict[str, Any]]) -> bool:
+    """Warn when the last :data:`KL_WARN_EPOCHS` epochs all had a KL term over :data:`KL_WARN_RATIO` times the
+    NLL; returns whether it warned."""
+    recent = history[-KL_WARN_EPOCHS:]
+    if len(recent) < KL_WARN_EPOCHS:
+        return False
+    for row in recent:
+        kl_term, nll = row.get("train_kl_term"), row.get("train_nll")
+        if kl_term is None or nll is None or not kl_term > KL_WARN_RATIO * abs(nll):
+            return False
+    last = recent[-1]
+    warnings.warn(
+        f"the KL term of the loss (beta * KL / N = {last['train_kl_term']:.4g} per example) has been more than "
+        f"{KL_WARN_RATIO:g}x the NLL ({last['train_nll']:.4g}) for {KL_WARN_EPOCHS} epochs: the prior, not the data, "
+        f"drives training. If the fit or the uncertainty is poor, try a KL warm-up (--beta warmup, beta='warmup'), "
+        f"a prior closer to the weights (--prior-scale 0.1 / --prior-loc weights, prior_scale=0.1 / "
+        f"prior_loc='weights'), or a larger initial posterior scale (--init-scale 1e-2, init_scale=1e-2)",
+        stacklevel=4,  # the caller of train()
+    )
+    return True
+
+
+def _check_fits(bnn: nn.Module, info: DatasetInfo, train_set: Dataset, device: torch.device) -> None:
+    """A model that was not sized from this data (given as a module, e.g. a loaded checkpoint) must fit it: the
+    sizes its architecture spec records, then one forward of a training example."""
+    spec = getattr(bnn, "autobayes_arch", None) or {}
+    recorded = spec.get("kwargs") or {}
+    wanted = info.model_kwargs()
+    keys = ["num_classes"] + (["num_features"] if info.image_size is None else ["in_channels"])
+    differ = [k for k in keys if recorded.get(k) is not None and wanted.get(k) is not None and recorded[k] != wanted[k]]
+    if differ:
+        have = ", ".join(f"{k}={recorded[k]}" for k in differ)
+        need = ", ".join(f"{k}={wanted[k]}" for k in differ)
+        flags = " ".join(f"--{k.replace('_', '-')} {wanted[k]}" for k in differ if k != "num_features")
+        raise ConfigError(
+            f"the model ({spec.get('arch', type(bnn).__name__)}) was built for {have}, but the data set "
+            f"{info.name!r} has {need}; fine-tune it on data of that shape, or convert the deterministic network "
+            f"for this data (autobayes convert ... {flags or '--model-arg ...'})"
+        )
+    try:
+        x = train_set[0][0]
+    except Exception:  # noqa: BLE001 - a data set we cannot index: nothing to check here
+        return
+    if not isinstance(x, Tensor):
+        return
+    from .api import kl_disabled
+
+    was_training = bnn.training
+    bnn.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                kl_disabled(bnn):
+            out = bnn(x.unsqueeze(0).to(device))
+    except Exception as err:  # noqa: BLE001 - any failure here means the model does not take this data
+        raise ConfigError(
+            f"the model ({spec.get('arch', type(bnn).__name__)}) does not accept the inputs of {info.name!r} "
+            f"(one example of shape {list(x.shape)}): {type(err).__name__}: {err}; use data of the shape it was "
+            f"built for (e.g. --image-size), or a model built for this data"
+        ) from err
+    finally:
+        bnn.train(was_training)
+    logits = out[0] if isinstance(out, tuple) else out
+    if info.task == "classification" and isinstance(logits, Tensor) and logits.shape[-1] != info.num_classes:
+        raise ConfigError(
+            f"the model ({spec.get('arch', type(bnn).__name__)}) has {logits.shape[-1]} outputs, but the data set "
+            f"{info.name!r} has {info.num_classes} classes; fine-tune it on data with {logits.shape[-1]} classes, "
+            f"or convert the deterministic network with --num-classes {info.num_classes}"
+        )
 
 
 def _numpy_state() -> List[Any]:

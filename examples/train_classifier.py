@@ -22,12 +22,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/digits_api"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--posterior", default="radial", choices=["radial", "gaussian"])
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     args = parser.parse_args()
 
     options = {"posterior": args.posterior}
     if args.posterior == "gaussian":
         options["init_scale"] = 1e-2  # a Gaussian posterior needs a small initial scale to learn
-    result = autobayes.train("digits_cnn", "digits", epochs=args.epochs, out_dir=args.out, **options)
+    result = autobayes.train("digits_cnn", "digits", epochs=args.epochs, out_dir=args.out, overwrite=args.force,
+                             **options)
     print(result.summary())
 
     bnn = autobayes.load(args.out / "best.safetensors")  # rebuilt from the file alone: architecture + config

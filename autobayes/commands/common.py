@@ -15,6 +15,7 @@ __all__ = [
     "model_kwargs_from_args",
     "add_bayes_options",
     "bayes_config_from_args",
+    "bayes_flags_given",
     "add_runtime_options",
     "device_from_args",
     "positive",
@@ -138,6 +139,13 @@ def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
         overrides.update(_key_values(args.override, "--override"))
         options["overrides"] = overrides
     return BayesConfig.make(base, **options)
+
+
+def bayes_flags_given(args: argparse.Namespace) -> List[str]:
+    """The Bayesian options (:func:`add_bayes_options`) set on the command line, as their flags."""
+    names = ("config", "posterior", "kl", "n_mc", "forward", "prior", "prior_loc", "prior_scale", "prior_arg",
+             "init_scale", "init_log_var", "moped_delta", "layer_types", "include", "exclude", "override")
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, [])]
 
 
 def _prior_loc(text: str) -> Any:

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from .common import _key_values, add_bayes_options, bayes_config_from_args, formatter
+from .common import _key_values, add_bayes_options, bayes_config_from_args, bayes_flags_given, formatter
 
 __all__ = ["add_parser", "run"]
 
@@ -19,6 +19,10 @@ examples:
   # the same, spelled out, with a log and checkpoints in runs/digits (log.csv, best/last.safetensors)
   autobayes train --data digits --arch digits_cnn --epochs 30 --out runs/digits
   autobayes train --data digits --arch digits_cnn --epochs 40 --out runs/digits --resume   # 10 more epochs
+  autobayes train --data digits --epochs 5 --out runs/digits --force      # replace the run in runs/digits
+
+  # fine-tune a converted (or earlier) autobayes checkpoint: its architecture and Bayesian options come with it
+  autobayes train --init runs/digits/best.safetensors --data digits --epochs 5 --lr 1e-3 --out runs/digits_ft
 
   # tabular classification and regression (a fully connected net), a Gaussian posterior
   autobayes train --data breast_cancer --arch fcnet --posterior gaussian --init-scale 1e-3
@@ -36,9 +40,12 @@ examples:
 
   # a torchvision / timm network (weights never downloaded) or your own factory
   autobayes train --data digits --image-size 32 --arch torchvision:resnet18
-  autobayes train --data imagefolder:path/to/images --arch my_models:make_net
+  autobayes train --data imagefolder:path/to/images --arch my_models:make_net   # ./my_models.py
 
-Writes nothing without --out. The architecture is sized from the data (classes, channels, image size)."""
+Writes nothing without --out; an --out folder that already holds a run needs --force (replace it) or --resume
+(continue it). The architecture is sized from the data (classes, channels, image size). The progress shows the
+loss as NLL + KL term (beta * KL / N, per example); a warning says when the KL term dominates for epochs.
+A filter that converts no layer (--include / --exclude / --layer-types) is an error unless --allow-deterministic."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -72,6 +79,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        "tabular data, preact_resnet18 for other images)")
     model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                        help="architecture option, VALUE as JSON (e.g. --model-arg width=32); repeatable")
+    model.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                       help="fine-tune this autobayes checkpoint (from autobayes convert or an earlier train) instead "
+                       "of building --arch; it brings its architecture and Bayesian options")
+    model.add_argument("--allow-deterministic", action="store_true",
+                       help="train even when the layer filters convert no layer (a deterministic network)")
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=30, help="epochs in total (a resumed run counts earlier ones)")
@@ -104,10 +116,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_.add_argument("--out", type=Path, default=None, metavar="DIR",
                       help="write log.csv, best.safetensors, last.safetensors and last.resume.pt here")
     run_.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    run_.add_argument("--force", action="store_true",
+                      help="replace the run already in --out (its log and checkpoints are deleted first)")
     run_.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     run_.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     add_bayes_options(parser)
     return parser
+
+
+def _posterior(bnn) -> str:
+    """``"radial posterior"``, or ``"deterministic (no Bayesian layer)"``: never a posterior the model has not."""
+    from ..nn import BayesLayer, BayesParameter
+
+    if not any(isinstance(m, (BayesLayer, BayesParameter)) for m in bnn.modules()):
+        return "deterministic (no Bayesian layer)"
+    return f"{bnn.bayes_config.posterior} posterior"
+
+
+def _check_arch(args: argparse.Namespace) -> None:
+    from ..errors import ConfigError
+
+    arch = args.arch
+    if arch is not None and (arch.endswith((".safetensors", ".pt", ".pth")) or Path(arch).is_file()):
+        raise ConfigError(f"--arch {arch}: --arch takes an architecture name (e.g. digits_cnn, torchvision:resnet18); "
+                          f"to fine-tune the checkpoint {arch!r} use --init {arch}")
+    if args.init is None:
+        return
+    given = [flag for flag, value in (("--arch", arch), ("--model-arg", args.model_arg),
+                                      ("--allow-deterministic", args.allow_deterministic),
+                                      ("--mode", args.mode != "auto")) if value]
+    given += bayes_flags_given(args)
+    if given:
+        raise ConfigError(f"--init {args.init}: the checkpoint brings its architecture and Bayesian options; drop "
+                          f"{', '.join(given)} (or convert the deterministic network again with the options you want)")
+
+
+def _init_model(args: argparse.Namespace):
+    from ..io import load
+
+    return load(args.init)
 
 
 def _variance(text: str):
@@ -124,31 +171,41 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train
     from .common import device_from_args
 
-    config = bayes_config_from_args(args)
     device = device_from_args(args)
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+    if args.resume and args.force:
+        raise ConfigError("--resume continues the run in --out and --force replaces it; pass one")
+    _check_arch(args)
+    if args.init is not None:
+        model, config, bayes_options = _init_model(args), None, {}
+    else:
+        model, config = args.arch, bayes_config_from_args(args)
+        bayes_options = {"mode": args.mode, **({"allow_deterministic": True} if args.allow_deterministic else {})}
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     beta: object = args.beta
     start = time.perf_counter()
     result = train(
-        args.arch, args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        model, args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, beta=beta,
         beta_kwargs=_key_values(args.beta_arg, "--beta-arg"), n_test=args.n_test, device=device, gpus=args.gpus,
-        seed=args.seed, out_dir=args.out, resume=args.resume, model_kwargs=_key_values(args.model_arg, "--model-arg"),
+        seed=args.seed, out_dir=args.out, resume=args.resume, overwrite=args.force,
+        model_kwargs=_key_values(args.model_arg, "--model-arg"),
         data_root=args.data_root, val_fraction=args.val_fraction, augment=args.augment, image_size=args.image_size,
         download=args.download, variance=_variance(args.variance), num_workers=args.workers,
-        progress=not args.no_progress, config=config, mode=args.mode, nproc=args.nproc, amp=args.amp,
-        torch_compile=args.compile,
+        progress=not args.no_progress, config=config, nproc=args.nproc, amp=args.amp,
+        torch_compile=args.compile, **bayes_options,
     )
     elapsed = time.perf_counter() - start
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
     arch = getattr(result.model, "autobayes_arch", {}).get("arch", type(result.model).__name__)
-    print(f"\n{arch} on {result.info.name}, {config.posterior} posterior, {result.final['epoch']} epochs, "
+    epochs = result.final["epoch"]
+    print(f"\n{arch} on {result.info.name}, {_posterior(result.model)}, {epochs} epoch{'' if epochs == 1 else 's'}, "
           f"{elapsed:.1f}s")
     print(result.summary())
+    print(result.loss_terms())
     if result.out_dir is not None:
         print(f"log: {result.out_dir / 'log.csv'}; checkpoints: {result.out_dir / 'best.safetensors'} "
               f"(epoch {result.best_epoch}), {result.out_dir / 'last.safetensors'}")
