@@ -251,11 +251,15 @@ def inspect_model(model: nn.Module, config: Optional[Union[BayesConfig, Mapping[
         >>> [r.name for r in report.converted]
         ['fc']
     """
-    options.setdefault("allow_deterministic", True)  # a report of a filter that matches nothing is what is asked
+    asked = options.pop("allow_deterministic", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bnn = bayesify(model, config, **options)
+        bnn = bayesify(model, config, allow_deterministic=True, **options)  # show a conversion of nothing, too
     report = bnn.bayes_report
+    if not report.converted and not asked:
+        report.notes = [n for n in report.notes if not n.startswith("no layer became Bayesian")]
+        report.notes.append("no layer would become Bayesian: bayesify raises with these options unless "
+                            "allow_deterministic=True; compare the filters with the layer names above")
     report.notes.extend(str(w.message) for w in caught if str(w.message) not in " ".join(report.notes))
     return report
 

@@ -133,8 +133,9 @@ def test_a_filter_that_converts_nothing_is_an_error(tmp_path, capsys):
         assert fragment in message, message
     with pytest.raises(ConfigError, match="no layer autobayes converts"):
         autobayes.bayesify(nn.Sequential(nn.BatchNorm1d(3), nn.ReLU()))
-    # inspect_model shows the empty result instead of raising
-    assert autobayes.inspect_model(model, include=["nonexistent_layer*"]).converted == []
+    # inspect_model shows the empty result instead of raising, and says what bayesify would do
+    report = autobayes.inspect_model(model, include=["nonexistent_layer*"])
+    assert report.converted == [] and any("bayesify raises" in note for note in report.notes)
 
     out = tmp_path / "run"
     assert main(["train", *TABULAR, *FCNET, "--include", "nonexistent_layer*", "--epochs", "1",
