@@ -209,7 +209,8 @@ def _user_factory(module_name: str, attr: str, spec_kwargs: Dict[str, Any]) -> n
     except ImportError as err:
         raise ConfigError(
             f"architecture '{module_name}:{attr}': cannot import module {module_name!r} ({err}); it must be "
-            f"importable (on sys.path / PYTHONPATH; the autobayes command also looks in the current directory), e.g. 'my_models:make_net' for my_models.py"
+            f"importable (on sys.path / PYTHONPATH; the autobayes command also looks in the current directory), "
+            f"e.g. 'my_models:make_net' for my_models.py"
         ) from err
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):

@@ -354,8 +354,9 @@ def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr
         start_epoch, history = state["epoch"], state["history"]
         best_epoch, best_nll = state["best_epoch"], state["best_nll"]
         if start_epoch >= epochs:
-            warnings.warn(f"resume: {out_path} already holds {start_epoch} epoch{'' if start_epoch == 1 else 's'} (>= epochs={epochs}); nothing to "
-                          f"train, pass a larger epochs", stacklevel=3)
+            done = f"{start_epoch} epoch{'' if start_epoch == 1 else 's'}"
+            warnings.warn(f"resume: {out_path} already holds {done} (>= epochs={epochs}); nothing to train, pass a "
+                          f"larger epochs", stacklevel=3)
         if ctx.is_main:  # the log as of the checkpoint (a crash after a row was appended leaves no extra row)
             _write_log(out_path / "log.csv", history)
     elif out_path is not None and ctx.is_main:

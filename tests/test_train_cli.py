@@ -96,7 +96,7 @@ def test_init_checks_the_checkpoint_fits_the_data(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "ft").exists()
     # a module with the right number of classes but the wrong input width fails its trial forward, with a fix
     wrong_width = autobayes.bayesify(nn.Sequential(nn.Linear(7, 2)))
-    with pytest.raises(ConfigError, match=r"does not accept the inputs of 'breast_cancer' \(one example of shape \[30\]\)"):
+    with pytest.raises(ConfigError, match=r"does not accept the inputs of 'breast_cancer' \(one example of shape \[30\]"):
         train(wrong_width, "breast_cancer", epochs=1, progress=False)
 
 
