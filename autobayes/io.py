@@ -14,8 +14,9 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
       "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
       "versions": {"autobayes": "0.1.0", "torch": "2.14.1", ...},
       "created_at": "2025-01-01T12:00:00+00:00",
-      "metadata": {...}                         # the caller's own JSON metadata
-    }
+      "metadata": {...}                         # the caller's own JSON metadata; `autobayes train` stores
+    }                                           # "dataset" (DatasetInfo: normalisation, classes, ...) there,
+                                                # `autobayes convert` "preprocessing" (--mean/--std/--class-names)
 
 Loading parses that JSON, rebuilds the deterministic architecture with :func:`autobayes.models.build_model`
 (no pretrained download: the weights come from the file), converts it again with :func:`autobayes.bayesify`
@@ -521,11 +522,14 @@ def save(
 
     Args:
         bnn: a network returned by :func:`autobayes.bayesify` (it carries ``bayes_config``) whose deterministic
-            model came from :func:`autobayes.models.build_model` (it carries ``autobayes_arch``).
+            model came from :func:`autobayes.models.build_model` (it carries ``autobayes_arch``), or was built by
+            timm or torchvision: its architecture is then recognised (``"timm:resnet18"``, with its number of
+            classes and input channels) when rebuilding it reproduces every tensor shape.
         path: destination, conventionally ``*.safetensors``. Written atomically.
         metadata: your own JSON-serialisable information (dataset, epochs, accuracy, ...), stored verbatim.
-        arch: ``{"arch": ..., "kwargs": {...}}`` when the network carries no ``autobayes_arch``
-            (e.g. ``{"arch": "mypackage.models:make_net", "kwargs": {"width": 64}}``).
+        arch: ``{"arch": ..., "kwargs": {...}}`` when the network carries no ``autobayes_arch`` and is not a
+            recognised timm / torchvision network (e.g. ``{"arch": "mypackage.models:make_net", "kwargs":
+            {"width": 64}}``).
         overwrite: replace an existing file (default, as ``torch.save``); ``False`` raises
             :class:`OutputExistsError` instead.
 
