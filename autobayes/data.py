@@ -129,7 +129,8 @@ class DatasetInfo:
         caller decides what to do without (``autobayes predict`` warns).
 
         Example:
-            >>> info = DatasetInfo.from_checkpoint(autobayes.load("best.safetensors").autobayes_checkpoint)  # doctest: +SKIP
+            >>> bnn = autobayes.load("runs/digits/best.safetensors")  # doctest: +SKIP
+            >>> info = DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint)  # doctest: +SKIP
             >>> info.mean, info.std, info.class_names  # doctest: +SKIP
         """
         arch = dict((spec.get("arch") or {}).get("kwargs") or {})
@@ -375,7 +376,8 @@ class _Shifted(Dataset):
 
 
 # ---------------------------------------------------------------------- torchvision sets
-def _transforms(key: str, size: Optional[int], augment: bool, image_size: Optional[int], stats=None) -> Tuple[Callable, Callable]:
+def _transforms(key: str, size: Optional[int], augment: bool, image_size: Optional[int],
+                stats=None) -> Tuple[Callable, Callable]:
     from torchvision import transforms as T
 
     mean, std = stats or _STATS.get(key, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
@@ -488,5 +490,6 @@ def _image_folder(path: str, val_fraction: float, seed: int, augment: bool, imag
         train, val = Subset(folders[0], tr.tolist()), Subset(folders[1], va.tolist())
     info = DatasetInfo("classification", len(folders[0].classes), channels, size, None, f"imagefolder:{path}",
                        mean=list(stats[0]), std=list(stats[1]), class_names=list(folders[0].classes),
-                       split_seed=None if two_folders else seed, val_fraction=None if two_folders else float(val_fraction))
+                       split_seed=None if two_folders else seed,
+                       val_fraction=None if two_folders else float(val_fraction))
     return train, val, info

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import pickle
 import platform
@@ -410,9 +411,11 @@ def _deterministic_shapes(bnn: nn.Module) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-def _library_candidates(bnn: nn.Module) -> Tuple[str, List[str]]:
-    """``(library, ["timm:NAME" | "torchvision:NAME", ...])``: the architectures of timm or torchvision whose
-    classes ``bnn`` derives from (``("", [])`` for a network of neither)."""
+def _library_candidates(bnn: nn.Module, size: int) -> Tuple[str, List[Tuple[str, Optional[int]]]]:
+    """``(library, [("timm:NAME" | "torchvision:NAME", parameters or None), ...])``: the architectures of timm or
+    torchvision whose class ``bnn`` was built from, the likeliest first (``("", [])`` for a network of neither).
+    torchvision's are its builders of that class, ordered by how close their parameter count (from their
+    weights' metadata, at 1000 classes) is to ``size``."""
     def made_by_autobayes(cls: type) -> bool:  # autobayes' own classes and the class bayesify derives
         return cls.__module__.startswith("autobayes.") or any(b.__module__.startswith("autobayes.") for b in cls.__bases__)
 
@@ -423,7 +426,7 @@ def _library_candidates(bnn: nn.Module) -> Tuple[str, List[str]]:
     if origin.__module__.startswith("timm."):
         cfg = getattr(bnn, "pretrained_cfg", None) or getattr(bnn, "default_cfg", None) or {}
         name = cfg.get("architecture") if isinstance(cfg, Mapping) else None
-        return "timm", [f"timm:{name}"] if isinstance(name, str) and name else []
+        return "timm", [(f"timm:{name}", None)] if isinstance(name, str) and name else []
     try:
         import torchvision
 
@@ -431,40 +434,60 @@ def _library_candidates(bnn: nn.Module) -> Tuple[str, List[str]]:
         same = [n for n in names if torchvision.models.get_model_builder(n).__module__ == origin.__module__]
     except Exception:  # noqa: BLE001 - an unusual torchvision: no guess
         return "torchvision", []
-    # the class name first (ResNet -> resnet18 before resnext50_32x4d), then the smaller models
-    key = origin.__name__.lower()
-    return "torchvision", [f"torchvision:{n}" for n in sorted(same, key=lambda n: (not n.startswith(key), len(n), n))]
+
+    def parameters(name: str) -> Optional[int]:
+        try:
+            return int(next(iter(torchvision.models.get_model_weights(name))).meta["num_params"])
+        except Exception:  # noqa: BLE001 - a builder without published weights
+            return None
+
+    counted = [(n, parameters(n)) for n in same]
+    key = origin.__name__.lower()  # ties: the class's own name first (ResNet -> resnet18), then shorter names
+    counted.sort(key=lambda item: (item[1] is None, abs(math.log((item[1] or 1) / max(size, 1))),
+                                   not item[0].startswith(key), len(item[0]), item[0]))
+    return "torchvision", [(f"torchvision:{n}", count) for n, count in counted]
 
 
 def _infer_arch(bnn: nn.Module) -> Tuple[Optional[Dict[str, Any]], str]:
     """The spec of a timm / torchvision network converted without :func:`autobayes.models.build_model`.
 
     Each candidate architecture of the network's library (timm: ``pretrained_cfg["architecture"]``; torchvision:
-    the builders of the network's class) is built on the meta device (no memory, nothing downloaded), sized by
-    the network's first convolution (``in_channels``) and last layer (``num_classes``), and accepted only when
-    every state-dict shape matches. Returns ``(spec, example)``: ``spec`` is ``None`` when nothing matches, and
-    ``example`` is the ``arch=`` argument to suggest then.
+    the builders of the network's class) is built on the meta device (no memory, nothing downloaded; for real
+    only when its builder needs data and it is not much larger than the network), sized by the network's first
+    convolution (``in_channels``) and last layer (``num_classes``), and accepted only when every state-dict
+    shape matches. Returns ``(spec, example)``: ``spec`` is ``None`` when nothing matches, and ``example`` is
+    the ``arch=`` argument to suggest then.
     """
     from .models import build_model
 
-    library, candidates = _library_candidates(bnn)
+    shapes = _deterministic_shapes(bnn)
+    size = sum(math.prod(shape) for shape in shapes.values())
+    library, candidates = _library_candidates(bnn, size)
     if not candidates:
         name = {"timm": "timm:resnet18", "torchvision": "torchvision:resnet18"}.get(library, "mypackage.models:make_net")
         return None, f"{{'arch': {name!r}, 'kwargs': {{...}}}}"
-    shapes = _deterministic_shapes(bnn)
-    for candidate in candidates:
+
+    def build(candidate: str, count: Optional[int], **kwargs: Any) -> nn.Module:
         try:
             with torch.device("meta"):
-                probe = build_model(candidate, image_size=None).state_dict()
-                first = next(k for k, v in probe.items() if v.dim() >= 3)
-                last = next(reversed(probe))
-                kwargs = {"num_classes": int(shapes[last][0]), "in_channels": int(shapes[first][1]), "image_size": None}
-                model = build_model(candidate, **kwargs)
+                return build_model(candidate, image_size=None, **kwargs)
+        except Exception:  # noqa: BLE001 - a builder that computes with tensors (RegNet): for real, if small
+            if library == "torchvision" and (count is None or count > 2 * size + 5_000_000):
+                raise
+            return build_model(candidate, image_size=None, **kwargs)
+
+    for candidate, count in candidates:
+        try:
+            probe = build(candidate, count).state_dict()
+            first = next((k for k, v in probe.items() if v.dim() == 4 and k.endswith("weight")), None)
+            last = next(reversed(probe))  # the classifier's bias (or weight): (num_classes, ...)
+            channels = int(shapes[first][1]) if first is not None else 3
+            model = build(candidate, count, num_classes=int(shapes[last][0]), in_channels=channels)
         except Exception:  # noqa: BLE001 - a candidate that cannot be built or sized is simply not this network
             continue
         if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
             return dict(model.autobayes_arch), ""
-    guess = candidates[0]
+    guess = candidates[0][0]
     return None, f"{{'arch': {guess!r}, 'kwargs': {{'num_classes': ..., 'in_channels': ...}}}}"
 
 
@@ -662,7 +685,8 @@ def _data_lines(spec: Mapping[str, Any]) -> List[str]:
             ", feature standardisation not recorded (fed as given)"
         lines.append(f"  inputs:          {text}")
     if info.name:
-        split = "" if info.split_seed is None else f" (validation split: {info.val_fraction:g} of it, seed {info.split_seed})"
+        split = "" if info.split_seed is None else \
+            f" (validation split: {info.val_fraction:g} of it, seed {info.split_seed})"
         lines.append(f"  data set:        {info.name}{split}")
     return lines
 

@@ -111,7 +111,8 @@ def test_dataset_info_round_trips_and_old_records_still_read():
     spec = {"arch": {"arch": "digits_cnn", "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 8}},
             "metadata": {"dataset": info.to_dict()}}
     assert DatasetInfo.from_checkpoint(spec) == info
-    converted = {"arch": spec["arch"], "metadata": {"preprocessing": {"mean": [0.5], "std": [0.25], "class_names": list("abcdefghij")}}}
+    stored = {"mean": [0.5], "std": [0.25], "class_names": list("abcdefghij")}  # by autobayes convert
+    converted = {"arch": spec["arch"], "metadata": {"preprocessing": stored}}
     got = DatasetInfo.from_checkpoint(converted)
     assert (got.mean, got.std, got.class_names[:2], got.task, got.name) == ([0.5], [0.25], ["a", "b"], "classification", "")
     bare = DatasetInfo.from_checkpoint({"arch": spec["arch"]})

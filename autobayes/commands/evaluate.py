@@ -102,7 +102,8 @@ def _check_same_preprocessing(name: str, stored, info) -> None:
                                ("feature std", stored.feature_std, info.feature_std)):
         if ours is None or theirs is None:
             continue
-        if len(ours) != len(theirs) or any(not math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6) for a, b in zip(ours, theirs)):
+        same = len(ours) == len(theirs) and all(math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6) for a, b in zip(ours, theirs))
+        if not same:
             warnings.warn(
                 f"{name!r} normalises its inputs with {what} {_short(theirs)} but the network was trained on inputs "
                 f"normalised with {_short(ours)}: the metrics describe inputs it was not trained on",
@@ -281,7 +282,8 @@ def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> i
         "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
         "nll": metrics.gaussian_nll(mean, var, y) if positive_var else None,
         "interval_level": args.interval,
-        "interval_coverage": metrics.interval_coverage(pred["lower"].reshape(mean.shape), pred["upper"].reshape(mean.shape), y),
+        "interval_coverage": metrics.interval_coverage(pred["lower"].reshape(mean.shape),
+                                                       pred["upper"].reshape(mean.shape), y),
         "mean_predictive_std": float(std.mean()),
         "mean_epistemic_std": float(pred["epistemic_std"].mean()),
         "noise_std": None if pred["noise_variance"] is None else math.sqrt(pred["noise_variance"]),
@@ -307,7 +309,8 @@ def _write_regression_csv(path: Path, y, pred: Dict[str, Any], shape) -> None:
     dims = shape[1]
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["index"] + [k + ("" if dims == 1 else f"_{d}") for d in range(dims) for k in columns] + ["units"])
+        names = [k + ("" if dims == 1 else f"_{d}") for d in range(dims) for k in columns]
+        writer.writerow(["index"] + names + ["units"])
         for i in range(shape[0]):
             writer.writerow([i] + [float(v[i, d]) for d in range(dims) for v in columns.values()] + ["original"])
 
@@ -328,4 +331,5 @@ def _regression_table(results: Dict[str, Any]) -> str:
     head = (f"{results['checkpoint']} on {results['data']} ({results['split']}, {results['n_examples']} examples, "
             f"{results['n_samples']} samples; original units)")
     width = max(len(name) for name, _ in rows)
-    return "\n".join([head] + [f"  {name:<{width}}  " + ("n/a" if value is None else f"{value:.4f}") for name, value in rows])
+    lines = [f"  {name:<{width}}  " + ("n/a" if value is None else f"{value:.4f}") for name, value in rows]
+    return "\n".join([head] + lines)
