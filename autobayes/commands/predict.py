@@ -28,9 +28,10 @@ examples:
   autobayes predict runs/diabetes/best.safetensors patients.csv -o predictions.csv
 
 Images are read as grayscale or RGB (the checkpoint's in_channels), resized to its image_size (or
---image-size), scaled to [0, 1] and normalised with the normalisation stored in the checkpoint (`autobayes
-train` stores the data set's; `autobayes convert --mean --std` stores yours); --mean / --std override it.
-An unreadable image is an error; --skip-bad skips it with a warning instead.
+--image-size; the summary line counts the resized ones), scaled to [0, 1] and normalised with the
+normalisation stored in the checkpoint (`autobayes train` stores the data set's; `autobayes convert --mean
+--std` stores yours); --mean / --std override it. An unreadable image is an error; --skip-bad skips it with
+a warning instead.
 
 A tabular checkpoint reads CSV files of feature rows: with a header, the columns named as the features the
 network was trained on (`autobayes inspect CHECKPOINT` lists them; other columns are ignored), else exactly one
@@ -378,7 +379,8 @@ def run(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    print(f"wrote {len(rows)} predictions ({args.n_samples} samples each) to {args.output}")
+    note = "" if tables else _resized_note(data)
+    print(f"wrote {len(rows)} predictions ({args.n_samples} samples each{note}) to {args.output}")
     return 0
 
 
@@ -386,11 +388,17 @@ def _warn_images(batches: _ImageBatches) -> None:
     if batches.skipped:
         warnings.warn(f"skipped {len(batches.skipped)} unreadable image(s) (--skip-bad): {_listing(batches.skipped)}",
                       stacklevel=3)
-    if batches.resized:
-        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(batches.resized.items(), key=lambda kv: -kv[1])[:5])
-        side = batches.image_size
-        warnings.warn(f"resized {sum(batches.resized.values())} image(s) to the network's {side}x{side} input "
-                      f"(their sizes: {sizes}); choose another side with --image-size", stacklevel=3)
+
+
+def _resized_note(batches: _ImageBatches) -> str:
+    """`` (N images resized from WxH to SxS)`` for the summary line; resizing to the network's input is expected."""
+    if not batches.resized:
+        return ""
+    sizes = ", ".join(f"{w}x{h}" + (f" ({n})" if len(batches.resized) > 1 else "")
+                      for (w, h), n in sorted(batches.resized.items(), key=lambda kv: -kv[1])[:3])
+    more = ", ..." if len(batches.resized) > 3 else ""
+    side = batches.image_size
+    return f"; {sum(batches.resized.values())} image(s) resized from {sizes}{more} to {side}x{side}"
 
 
 def _class_names(args: argparse.Namespace, info, num_classes: int) -> Optional[List[str]]:
