@@ -262,6 +262,10 @@ def test_predict_csv_rows_of_a_regression_checkpoint(diabetes_ckpt, tmp_path, ca
     _write_feature_csv(tmp_path / "short.csv", bunch, va[:3], order=list(range(9)))
     assert main(["predict", str(diabetes_ckpt), str(tmp_path / "short.csv"), "-o", str(tmp_path / "s.csv")]) == 1
     _one_error_line(capsys.readouterr().err, "takes 10 feature columns", "'s6'")
+    for flags, fragment in ((["--mean", "0.5", "--std", "1"], "drop --mean"), (["--class-names", "a"], "regression")):
+        assert main(["predict", str(diabetes_ckpt), str(tmp_path / "named.csv"), "-o", str(tmp_path / "s.csv"),
+                     *flags]) == 2
+        _one_error_line(capsys.readouterr().err, fragment)
 
 
 def test_tabular_classification_evaluate_and_predict(cancer_ckpt, tmp_path, capsys):

@@ -345,6 +345,10 @@ def run(args: argparse.Namespace) -> int:
     for path in tables:
         if not path.is_file():
             raise AutobayesError(f"input {str(path)!r} does not exist")
+    image_flags = [f for f, v in (("--mean", args.mean), ("--std", args.std), ("--image-size", args.image_size)) if v]
+    if tables and image_flags:
+        raise ConfigError(f"{' / '.join(image_flags)} prepare images; CSV rows are standardised with the statistics "
+                          f"stored in the checkpoint: drop {image_flags[0]}")
     bnn = load(args.checkpoint, device=device)
     spec = bnn.autobayes_checkpoint
     info = DatasetInfo.from_checkpoint(spec)
@@ -357,6 +361,9 @@ def run(args: argparse.Namespace) -> int:
         data, labels = torch.utils.data.DataLoader(x, batch_size=args.batch_size), [(str(p), n) for p, n in where]
     else:
         data = _image_inputs(args, info, inputs)
+    if task == "regression" and args.class_names is not None:
+        raise ConfigError(f"--class-names names the classes of a classifier; {str(args.checkpoint)!r} is a "
+                          f"regression network: drop --class-names")
     if task == "regression" and args.noise_variance is None and not likelihood_noise_known(spec):
         warnings.warn(NO_NOISE_WARNING, stacklevel=2)
     torch.manual_seed(args.seed)
