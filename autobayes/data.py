@@ -448,7 +448,6 @@ def _scan_images(paths: Sequence[str]) -> Tuple[Dict[Tuple[int, int], int], bool
 
 def _image_folder(path: str, val_fraction: float, seed: int, augment: bool, image_size: Optional[int],
                   in_channels: Optional[int], mean: Optional[Sequence[float]], std: Optional[Sequence[float]]):
-    from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
 
     if not os.path.isdir(path):
