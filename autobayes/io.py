@@ -14,8 +14,9 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
       "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
       "versions": {"autobayes": "0.1.0", "torch": "2.14.1", ...},
       "created_at": "2025-01-01T12:00:00+00:00",
-      "metadata": {...}                         # the caller's own JSON metadata
-    }
+      "metadata": {...}                         # the caller's own JSON metadata; `autobayes train` stores
+    }                                           # "dataset" (DatasetInfo: normalisation, classes, ...) there,
+                                                # `autobayes convert` "preprocessing" (--mean/--std/--class-names)
 
 Loading parses that JSON, rebuilds the deterministic architecture with :func:`autobayes.models.build_model`
 (no pretrained download: the weights come from the file), converts it again with :func:`autobayes.bayesify`
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import pickle
 import platform
@@ -376,11 +378,13 @@ def _bayesian_layer_names(bnn: nn.Module) -> List[str]:
 def _arch_spec(bnn: nn.Module, arch: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     spec = arch if arch is not None else getattr(bnn, "autobayes_arch", None)
     if spec is None:
-        raise CheckpointError(
-            "cannot save: the network carries no architecture spec, so the checkpoint could not rebuild it. "
-            "Build the deterministic model with autobayes.models.build_model(...) before bayesify, or pass "
-            "save(bnn, path, arch={'arch': 'mypackage.models:make_net', 'kwargs': {...}})"
-        )
+        spec, example = _infer_arch(bnn)
+        if spec is None:
+            raise CheckpointError(
+                "cannot save: the network carries no architecture spec, so the checkpoint could not rebuild it. "
+                "Build the deterministic model with autobayes.models.build_model(...) before bayesify, or pass "
+                f"save(bnn, path, arch={example})"
+            )
     if isinstance(spec, str):
         spec = {"arch": spec, "kwargs": {}}
     if not isinstance(spec, Mapping) or not isinstance(spec.get("arch"), str):
@@ -391,6 +395,100 @@ def _arch_spec(bnn: nn.Module, arch: Optional[Mapping[str, Any]]) -> Dict[str, A
     except TypeError as err:
         raise CheckpointError(f"the architecture spec must be JSON-serialisable (numbers, strings, lists, dicts): {err}; got {spec!r}") from err
     return spec
+
+
+def _deterministic_shapes(bnn: nn.Module) -> Dict[str, Tuple[int, ...]]:
+    """The state-dict shapes of the deterministic network ``bnn`` was converted from: a posterior's mean
+    ``<path>.<name>_posterior.mu`` stands for the parameter ``<path>.<name>``; its other tensors are dropped."""
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for key, value in bnn.state_dict().items():
+        if "_posterior." in key:
+            owner, _, rest = key.rpartition("_posterior.")
+            if rest == "mu":
+                shapes[owner] = tuple(value.shape)
+        else:
+            shapes[key] = tuple(value.shape)
+    return shapes
+
+
+def _library_candidates(bnn: nn.Module, size: int) -> Tuple[str, List[Tuple[str, Optional[int]]]]:
+    """``(library, [("timm:NAME" | "torchvision:NAME", parameters or None), ...])``: the architectures of timm or
+    torchvision whose class ``bnn`` was built from, the likeliest first (``("", [])`` for a network of neither).
+    torchvision's are its builders of that class, ordered by how close their parameter count (from their
+    weights' metadata, at 1000 classes) is to ``size``."""
+    def made_by_autobayes(cls: type) -> bool:  # autobayes' own classes and the class bayesify derives
+        return cls.__module__.startswith("autobayes.") or any(b.__module__.startswith("autobayes.") for b in cls.__bases__)
+
+    # the class of the network that was converted: a user's subclass of a library class is not the library's
+    origin = next((c for c in type(bnn).__mro__ if not made_by_autobayes(c)), object)
+    if not origin.__module__.startswith(("timm.", "torchvision.models.")):
+        return "", []
+    if origin.__module__.startswith("timm."):
+        cfg = getattr(bnn, "pretrained_cfg", None) or getattr(bnn, "default_cfg", None) or {}
+        name = cfg.get("architecture") if isinstance(cfg, Mapping) else None
+        return "timm", [(f"timm:{name}", None)] if isinstance(name, str) and name else []
+    try:
+        import torchvision
+
+        names = torchvision.models.list_models(module=torchvision.models)
+        same = [n for n in names if torchvision.models.get_model_builder(n).__module__ == origin.__module__]
+    except Exception:  # noqa: BLE001 - an unusual torchvision: no guess
+        return "torchvision", []
+
+    def parameters(name: str) -> Optional[int]:
+        try:
+            return int(next(iter(torchvision.models.get_model_weights(name))).meta["num_params"])
+        except Exception:  # noqa: BLE001 - a builder without published weights
+            return None
+
+    counted = [(n, parameters(n)) for n in same]
+    key = origin.__name__.lower()  # ties: the class's own name first (ResNet -> resnet18), then shorter names
+    counted.sort(key=lambda item: (item[1] is None, abs(math.log((item[1] or 1) / max(size, 1))),
+                                   not item[0].startswith(key), len(item[0]), item[0]))
+    return "torchvision", [(f"torchvision:{n}", count) for n, count in counted]
+
+
+def _infer_arch(bnn: nn.Module) -> Tuple[Optional[Dict[str, Any]], str]:
+    """The spec of a timm / torchvision network converted without :func:`autobayes.models.build_model`.
+
+    Each candidate architecture of the network's library (timm: ``pretrained_cfg["architecture"]``; torchvision:
+    the builders of the network's class) is built on the meta device (no memory, nothing downloaded; for real
+    only when its builder needs data and it is not much larger than the network), sized by the network's first
+    convolution (``in_channels``) and last layer (``num_classes``), and accepted only when every state-dict
+    shape matches. Returns ``(spec, example)``: ``spec`` is ``None`` when nothing matches, and ``example`` is
+    the ``arch=`` argument to suggest then.
+    """
+    from .models import build_model
+
+    shapes = _deterministic_shapes(bnn)
+    size = sum(math.prod(shape) for shape in shapes.values())
+    library, candidates = _library_candidates(bnn, size)
+    if not candidates:
+        name = {"timm": "timm:resnet18", "torchvision": "torchvision:resnet18"}.get(library, "mypackage.models:make_net")
+        return None, f"{{'arch': {name!r}, 'kwargs': {{...}}}}"
+
+    def build(candidate: str, count: Optional[int], **kwargs: Any) -> nn.Module:
+        try:
+            with torch.device("meta"):
+                return build_model(candidate, image_size=None, **kwargs)
+        except Exception:  # noqa: BLE001 - a builder that computes with tensors (RegNet): for real, if small
+            if library == "torchvision" and (count is None or count > 2 * size + 5_000_000):
+                raise
+            return build_model(candidate, image_size=None, **kwargs)
+
+    for candidate, count in candidates:
+        try:
+            probe = build(candidate, count).state_dict()
+            first = next((k for k, v in probe.items() if v.dim() == 4 and k.endswith("weight")), None)
+            last = next(reversed(probe))  # the classifier's bias (or weight): (num_classes, ...)
+            channels = int(shapes[first][1]) if first is not None else 3
+            model = build(candidate, count, num_classes=int(shapes[last][0]), in_channels=channels)
+        except Exception:  # noqa: BLE001 - a candidate that cannot be built or sized is simply not this network
+            continue
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+            return dict(model.autobayes_arch), ""
+    guess = candidates[0][0]
+    return None, f"{{'arch': {guess!r}, 'kwargs': {{'num_classes': ..., 'in_channels': ...}}}}"
 
 
 def _bayesify_options(bnn: nn.Module) -> Dict[str, Any]:
@@ -447,11 +545,14 @@ def save(
 
     Args:
         bnn: a network returned by :func:`autobayes.bayesify` (it carries ``bayes_config``) whose deterministic
-            model came from :func:`autobayes.models.build_model` (it carries ``autobayes_arch``).
+            model came from :func:`autobayes.models.build_model` (it carries ``autobayes_arch``), or was built by
+            timm or torchvision: its architecture is then recognised (``"timm:resnet18"``, with its number of
+            classes and input channels) when rebuilding it reproduces every tensor shape.
         path: destination, conventionally ``*.safetensors``. Written atomically.
         metadata: your own JSON-serialisable information (dataset, epochs, accuracy, ...), stored verbatim.
-        arch: ``{"arch": ..., "kwargs": {...}}`` when the network carries no ``autobayes_arch``
-            (e.g. ``{"arch": "mypackage.models:make_net", "kwargs": {"width": 64}}``).
+        arch: ``{"arch": ..., "kwargs": {...}}`` when the network carries no ``autobayes_arch`` and is not a
+            recognised timm / torchvision network (e.g. ``{"arch": "mypackage.models:make_net", "kwargs":
+            {"width": 64}}``).
         overwrite: replace an existing file (default, as ``torch.save``); ``False`` raises
             :class:`OutputExistsError` instead.
 
@@ -542,9 +643,52 @@ class CheckpointInfo:
             f"  tensors:         {self.num_tensors} ({self.num_elements:,} elements)",
             f"  created:         {spec.get('created_at', '?')} with {versions}",
         ]
-        if spec.get("metadata"):
-            lines.append(f"  metadata:        {json.dumps(spec['metadata'])}")
+        lines[3:3] = _data_lines(spec)
+        shown = {k: v for k, v in (spec.get("metadata") or {}).items() if k not in ("dataset", "preprocessing")}
+        if shown:  # the data set and the preprocessing are described above
+            lines.append(f"  metadata:        {json.dumps(shown)}")
         return "\n".join(lines)
+
+
+def _numbers(values: List[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _data_lines(spec: Mapping[str, Any]) -> List[str]:
+    """What the checkpoint records about its inputs and outputs (see :meth:`autobayes.data.DatasetInfo.from_checkpoint`)."""
+    from .data import DatasetInfo
+
+    info = DatasetInfo.from_checkpoint(spec)
+    recorded = (spec.get("metadata") or {}).get("dataset") or {}
+    preprocessing = (spec.get("metadata") or {}).get("preprocessing") or {}
+    known_task = bool(recorded.get("task") or preprocessing.get("task"))
+    if info.task == "regression":
+        task = f"regression, {info.num_classes} output(s)"
+        if recorded:
+            task += f"; targets standardised, y = {info.target_mean:.6g} + {info.target_std:.6g} * output"
+    else:
+        names = f": {_short_list(info.class_names, 10)}" if info.class_names else " (class names not recorded)"
+        task = f"classification, {info.num_classes} classes{names}"
+    lines = [f"  task:            {task}" + ("" if known_task else " (assumed: not recorded)")]
+    if info.image_size is not None:
+        shape = f"{info.in_channels}x{info.image_size}x{info.image_size} images"
+        if info.mean is not None:
+            shape += f", pixels in [0, 1] normalised as (x - {_numbers(info.mean)}) / {_numbers(info.std)}"
+        else:
+            shape += ", input normalisation not recorded (pass --mean / --std to `autobayes predict`)"
+        lines.append(f"  inputs:          {shape}")
+    elif info.num_features is not None:
+        text = f"{info.num_features} features"
+        if info.feature_names:
+            text += f" ({_short_list(info.feature_names, 4)})"
+        text += ", standardised per feature with stored statistics" if info.feature_mean is not None else \
+            ", feature standardisation not recorded (fed as given)"
+        lines.append(f"  inputs:          {text}")
+    if info.name:
+        split = "" if info.split_seed is None else \
+            f" (validation split: {info.val_fraction:g} of it, seed {info.split_seed})"
+        lines.append(f"  data set:        {info.name}{split}")
+    return lines
 
 
 def _short_list(names: List[str], limit: int = 6) -> str:

@@ -405,6 +405,8 @@ def _train(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, lr
         if out_path is not None and ctx.is_main:
             _append_csv(out_path / "log.csv", row)
             meta = {"epoch": epoch + 1, "dataset": info.to_dict(), "metrics": _json_row(row)}
+            if info.task == "regression":  # `autobayes evaluate` / `predict` add this noise to the predictive
+                meta["likelihood"] = {"variance": criterion.mode, "noise_variance": _noise_variance(criterion, None)}
             _save_checkpoint(bnn, out_path / "last.safetensors", meta)
             if improved:
                 _save_checkpoint(bnn, out_path / "best.safetensors", meta)

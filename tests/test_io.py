@@ -305,3 +305,64 @@ def test_tensors_that_do_not_match_the_architecture(tmp_path, good_checkpoint):
     assert "unexpected keys (1): extra.weight" in message
     assert f"{mu_key} (checkpoint [1, 2]" in message
     assert os.path.getsize(edited) > 0
+
+
+# ---------------------------------------------------------------------- timm / torchvision networks without arch=
+def _library_models():
+    import torchvision
+
+    timm = pytest.importorskip("timm")
+    return [
+        ("timm:test_resnet", lambda: timm.create_model("test_resnet", num_classes=3)),
+        ("torchvision:resnet18", lambda: torchvision.models.resnet18(num_classes=4)),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["timm", "torchvision"])
+def test_save_records_the_architecture_of_timm_and_torchvision_networks(tmp_path, index):
+    arch, make = _library_models()[index]
+    torch.manual_seed(0)
+    bnn = bayesify(make().eval(), posterior="gaussian", init_scale=1e-2)
+    path = save(bnn, tmp_path / "net.safetensors")  # no arch=: it was an error before
+    spec = read_checkpoint_info(path).arch
+    assert spec["arch"] == arch
+    assert spec["kwargs"]["num_classes"] == (3 if index == 0 else 4) and spec["kwargs"]["in_channels"] == 3
+    again = load(path)  # rebuilt from the name, nothing downloaded (weights=None / pretrained=False)
+    x = torch.randn(2, 3, 32, 32)
+    bnn.eval()
+    out, kl = _outputs(bnn, x)
+    out2, kl2 = _outputs(again, x)
+    torch.testing.assert_close(out2, out)
+    torch.testing.assert_close(kl2, kl)
+
+
+def test_save_suggests_the_library_architecture_when_it_cannot_tell(tmp_path):
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=4)
+    model.fc = nn.Sequential(nn.Dropout(0.1), nn.Linear(512, 4))  # no longer what torchvision builds
+    with pytest.raises(CheckpointError, match=r"arch=\{'arch': 'torchvision:resnet18'"):
+        save(bayesify(model), tmp_path / "x.safetensors")
+
+    class MyNet(torchvision.models.ResNet):  # a subclass may change forward: never taken for the library's
+        pass
+
+    mine = MyNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=4)
+    with pytest.raises(CheckpointError, match="mypackage.models:make_net"):
+        save(bayesify(mine), tmp_path / "y.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------- what a checkpoint records about its data
+def test_inspect_shows_the_stored_preprocessing(tmp_path):
+    from autobayes.data import load_dataset
+
+    info = load_dataset("digits")[2]
+    bnn = bayesify(_pretrained("digits_cnn", num_classes=10, in_channels=1, image_size=8))
+    path = save(bnn, tmp_path / "d.safetensors", metadata={"dataset": info.to_dict(), "epoch": 1})
+    text = str(read_checkpoint_info(path))
+    assert "1x8x8 images, pixels in [0, 1] normalised as (x - [0.3054]) / [0.3761]" in text
+    assert "classification, 10 classes: 0, 1, 2" in text and "data set:        digits" in text
+    assert '"epoch": 1' in text and '"dataset"' not in text  # described above, not dumped as JSON
+    bare = save(bnn, tmp_path / "bare.safetensors")
+    assert "input normalisation not recorded" in str(read_checkpoint_info(bare))

@@ -19,7 +19,11 @@ examples:
 
   # only the classifier becomes Bayesian
   autobayes convert digits_cnn.pt -o digits_bnn.safetensors --arch digits_cnn --in-channels 1 --image-size 8 \\
-      --include '6' --include '8'
+      --include '6' --include '8' --mean 0.3054 --std 0.3761 --class-names 0 1 2 3 4 5 6 7 8 9
+
+--mean / --std (the per-channel normalisation of the [0, 1] pixels the network was trained on), --class-names
+and --task are stored in OUT, where `autobayes predict` and `autobayes evaluate` use them and `autobayes
+inspect OUT` shows them.
 
 SOURCE is a state dict saved with torch.save (read with weights_only=True: pickled objects are refused), a dict
 holding one under 'state_dict' / 'model' / 'model_state_dict' ('module.' prefixes are removed), or a
@@ -46,6 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="per-channel input normalisation mean, stored for `autobayes predict`")
     parser.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
                         help="per-channel input normalisation std, stored for `autobayes predict`")
+    parser.add_argument("--class-names", nargs="+", default=None, metavar="NAME",
+                        help="names of the classes in label order, stored for `autobayes predict`")
+    parser.add_argument("--task", choices=("classification", "regression"), default=None,
+                        help="what the network predicts, stored for `autobayes predict` (default classification)")
     parser.add_argument("--quiet", action="store_true", help="do not print the conversion report")
     add_model_options(parser)
     add_bayes_options(parser)
@@ -89,14 +97,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _preprocessing(args: argparse.Namespace) -> dict:
+    """What ``autobayes predict`` / ``evaluate`` read back (see :meth:`autobayes.data.DatasetInfo.from_checkpoint`)."""
+    from ..data import check_normalisation
     from ..errors import ConfigError
 
-    if (args.mean is None) != (args.std is None):
-        raise ConfigError("--mean and --std go together (the input normalisation (x - mean) / std)")
-    if args.mean is None:
-        return {}
-    if len(args.mean) != len(args.std):
-        raise ConfigError(f"--mean has {len(args.mean)} values and --std {len(args.std)}; give one per channel (or one for all)")
-    if any(s <= 0 for s in args.std):
-        raise ConfigError(f"--std values must be > 0, got {args.std}")
-    return {"mean": args.mean, "std": args.std}
+    out: dict = {}
+    mean, std = check_normalisation(args.mean, args.std, args.in_channels, names=("--mean", "--std"))
+    if mean is not None:
+        out.update(mean=mean, std=std)
+    if args.class_names is not None:
+        if args.task == "regression":
+            raise ConfigError("--class-names names the classes of a classifier; drop it with --task regression")
+        if len(args.class_names) != args.num_classes:
+            raise ConfigError(f"--class-names gives {len(args.class_names)} names for {args.num_classes} classes "
+                              f"(--num-classes {args.num_classes})")
+        out["class_names"] = list(args.class_names)
+    if args.task is not None:
+        out["task"] = args.task
+    return out

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .common import add_runtime_options, device_from_args, formatter, positive
+from .predict import check_noise_variance
 
-__all__ = ["add_parser", "run", "OUTPUT_FILES"]
+__all__ = ["add_parser", "run", "OUTPUT_FILES", "REGRESSION_FILES"]
 
-#: Files written under --out (the OOD histogram only with --ood-data).
+#: Files written under --out (the OOD histogram only with --ood-data; for regression only the first two).
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "reliability.png", "confidence.png", "ood_histogram.png")
+#: Files written under --out for a regression checkpoint.
+REGRESSION_FILES = ("metrics.json", "predictions.csv")
 
 EXAMPLES = """\
 examples:
@@ -23,7 +26,11 @@ examples:
 Writes under --out: metrics.json (accuracy, NLL, Brier score, ECE, mean entropy and mutual information; with
 --ood-data the AUROC of mutual information and of predictive entropy), predictions.csv (one row per example),
 reliability.png, confidence.png and, with --ood-data, ood_histogram.png. The evaluation set is the data set's
-validation split (the official test split of torchvision sets). Existing files need --force."""
+validation split (the official test split of torchvision sets): by default the data set and split recorded in
+the checkpoint by `autobayes train`. Images are prepared as the checkpoint records (channels, size and, for
+imagefolder:PATH data, its normalisation). A regression checkpoint (e.g. trained on diabetes) gets RMSE, MAE,
+R^2, Gaussian NLL and interval coverage in the targets' original units (plus RMSE and NLL of the
+standardised targets, as in the training log) and the two first files only. Existing files need --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,27 +52,69 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE and reliability diagram")
+    parser.add_argument("--noise-variance", type=float, default=None, metavar="V",
+                        help="regression: the likelihood's noise variance, standardised units (default: the stored one)")
     add_runtime_options(parser)
     return parser
 
 
 def _dataset(name: str, args: argparse.Namespace, arch_kwargs: Dict[str, Any], split: str):
-    from ..data import load_dataset
+    """The evaluation split of ``name``, prepared as the checkpoint's network expects (``args.stored_data``: the
+    checkpoint's :class:`~autobayes.data.DatasetInfo`)."""
+    from ..data import DatasetInfo, is_image_folder, load_dataset
     from ..errors import ConfigError
 
-    image_size = arch_kwargs.get("image_size")
-    train, val, info = load_dataset(name, args.data_root, image_size=image_size)
-    expected = (arch_kwargs.get("in_channels"), image_size, arch_kwargs.get("num_features"))
+    stored = getattr(args, "stored_data", None) or DatasetInfo.from_checkpoint({"arch": {"kwargs": arch_kwargs}})
+    takes_images = stored.num_features is None
+    options: Dict[str, Any] = {"image_size": stored.image_size if takes_images else None}
+    if name == stored.name and stored.split_seed is not None:  # the split the network was trained with
+        options.update(seed=stored.split_seed, val_fraction=stored.val_fraction)
+    if is_image_folder(name) and takes_images:
+        options.update(in_channels=stored.in_channels if stored.in_channels in (1, 3) else None,
+                       mean=stored.mean, std=stored.std)
+    train, val, info = load_dataset(name, args.data_root, **options)
+    expected = (stored.in_channels, stored.image_size, stored.num_features)
     got = (info.in_channels, info.image_size, info.num_features)
-    if image_size is not None and got[:2] != expected[:2] or image_size is None and info.num_features != expected[2]:
-        def shape(c, size, features):
-            return f"{c}x{size}x{size} images" if size else f"{features} features"
+    if takes_images:
+        mismatch = info.image_size is None or stored.image_size is not None and got[:2] != expected[:2]
+    else:
+        mismatch = info.num_features != stored.num_features
 
+    def shape(c, size, features):
+        return f"{c}x{size}x{size} images" if size else f"{features} features"
+
+    if mismatch:
         raise ConfigError(
             f"data set {name!r} has {shape(*got)} but the network takes {shape(*expected)}; choose a data set of "
             f"the same kind"
         )
+    _check_same_preprocessing(name, stored, info)
     return (val if split == "val" else train), info
+
+
+def _check_same_preprocessing(name: str, stored, info) -> None:
+    """Warn when the data set normalises its inputs otherwise than the data the network was trained on."""
+    import math
+    import warnings
+
+    for what, ours, theirs in (("mean", stored.mean, info.mean), ("std", stored.std, info.std),
+                               ("feature mean", stored.feature_mean, info.feature_mean),
+                               ("feature std", stored.feature_std, info.feature_std)):
+        if ours is None or theirs is None:
+            continue
+        same = len(ours) == len(theirs) and all(math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6) for a, b in zip(ours, theirs))
+        if not same:
+            warnings.warn(
+                f"{name!r} normalises its inputs with {what} {_short(theirs)} but the network was trained on inputs "
+                f"normalised with {_short(ours)}: the metrics describe inputs it was not trained on",
+                stacklevel=3,
+            )
+            return
+
+
+def _short(values) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in list(values)[:4])
+    return f"[{shown}{', ...' if len(values) > 4 else ''}]"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from .. import metrics, plots
+    from ..data import DatasetInfo
     from ..errors import AutobayesError, ConfigError
     from ..io import atomic_output, check_output, load
     from ..uncertainty import predict
@@ -80,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     positive(args.n_samples, "--n-samples")
     positive(args.batch_size, "--batch-size")
     positive(args.bins, "--bins")
+    check_noise_variance(args.noise_variance)
     device = device_from_args(args)
     if args.out.exists() and not args.out.is_dir():
         raise AutobayesError(f"--out {str(args.out)!r} is a file; give a folder")
@@ -91,14 +142,15 @@ def run(args: argparse.Namespace) -> int:
 
     bnn = load(args.checkpoint, device=device)
     arch_kwargs = bnn.autobayes_checkpoint["arch"].get("kwargs") or {}
+    args.stored_data = DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint)  # how _dataset prepares the data
     if args.data is None:
         recorded = ((bnn.autobayes_checkpoint.get("metadata") or {}).get("dataset") or {}).get("name")
         if not recorded:
             raise ConfigError(f"{str(args.checkpoint)!r} records no data set; name one with --data, e.g. --data digits")
         args.data = recorded
     data, info = _dataset(args.data, args, arch_kwargs, args.split)
-    if info.task != "classification":
-        raise ConfigError(f"evaluate supports classification data sets; {args.data!r} is a {info.task} set")
+    if info.task == "regression":
+        return _evaluate_regression(args, bnn, data, info, device)
     ood_data = _dataset(args.ood_data, args, arch_kwargs, args.split)[0] if args.ood_data else None
     loader = DataLoader(data, batch_size=args.batch_size)
     torch.manual_seed(args.seed)
@@ -173,3 +225,111 @@ def _table(results: Dict[str, Any]) -> str:
             f"{results['n_samples']} samples)")
     width = max(len(name) for name, _ in rows)
     return "\n".join([head] + [f"  {name:<{width}}  {value:.4f}" for name, value in rows])
+
+
+# ---------------------------------------------------------------------- regression
+def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> int:
+    """Metrics of a regression checkpoint in the targets' original units; writes metrics.json and predictions.csv."""
+    import math
+    import warnings
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .. import metrics
+    from ..errors import ConfigError
+    from ..io import atomic_output, check_output
+    from ..uncertainty import predict
+    from .predict import NO_NOISE_WARNING, is_heteroscedastic, likelihood_noise_known, regression_predictive
+
+    if args.ood_data:
+        raise ConfigError("--ood-data scores the uncertainty of classifiers; drop it for the regression data set "
+                          f"{args.data!r}")
+    spec = bnn.autobayes_checkpoint
+    targets = {n: args.out / n for n in REGRESSION_FILES}
+    if args.out.is_dir():
+        for path in targets.values():
+            check_output(path, overwrite=args.force, inputs=(args.checkpoint,))
+    if args.noise_variance is None and not likelihood_noise_known(spec):
+        warnings.warn(NO_NOISE_WARNING.replace("std and intervals", "std, NLL and interval coverage"), stacklevel=2)
+    torch.manual_seed(args.seed)
+    summary = predict(bnn, DataLoader(data, batch_size=args.batch_size), n_samples=args.n_samples, task="regression",
+                      interval=args.interval, progress=False, device=device, heteroscedastic=is_heteroscedastic(spec))
+    stored = args.stored_data
+    trained = bool((spec.get("metadata") or {}).get("dataset"))
+    # the network predicts standardised targets: those of its training data if recorded, else the data set's
+    scaling = (stored.target_mean, stored.target_std) if trained else (info.target_mean, info.target_std)
+    pred = regression_predictive(summary, spec, scaling, args.noise_variance)
+    mean, std = pred["mean"].reshape(summary.targets.shape[0], -1), pred["std"].reshape(summary.targets.shape[0], -1)
+    y = summary.targets.double().reshape(mean.shape) * info.target_std + info.target_mean
+    var = std ** 2
+    ss_res, ss_tot = float(((y - mean) ** 2).sum()), float(((y - y.mean(0)) ** 2).sum())
+    y_std, m_std = (y - scaling[0]) / scaling[1], (mean - scaling[0]) / scaling[1]
+    positive_var = bool((var > 0).all())
+    results: Dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "data": args.data,
+        "split": args.split,
+        "task": "regression",
+        "n_examples": int(y.shape[0]),
+        "n_samples": args.n_samples,
+        "seed": args.seed,
+        "units": "original",
+        "target_mean": scaling[0],
+        "target_std": scaling[1],
+        "rmse": metrics.rmse(mean, y),
+        "mae": float((y - mean).abs().mean()),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "nll": metrics.gaussian_nll(mean, var, y) if positive_var else None,
+        "interval_level": args.interval,
+        "interval_coverage": metrics.interval_coverage(pred["lower"].reshape(mean.shape),
+                                                       pred["upper"].reshape(mean.shape), y),
+        "mean_predictive_std": float(std.mean()),
+        "mean_epistemic_std": float(pred["epistemic_std"].mean()),
+        "noise_std": None if pred["noise_variance"] is None else math.sqrt(pred["noise_variance"]),
+        "rmse_standardised": metrics.rmse(m_std, y_std),
+        "nll_standardised": metrics.gaussian_nll(m_std, var / scaling[1] ** 2, y_std) if positive_var else None,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_output(targets["metrics.json"], overwrite=args.force) as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    with atomic_output(targets["predictions.csv"], overwrite=args.force) as tmp:
+        _write_regression_csv(tmp, y, pred, mean.shape)
+    print(_regression_table(results))
+    print(f"wrote {', '.join(REGRESSION_FILES)} to {args.out}")
+    return 0
+
+
+def _write_regression_csv(path: Path, y, pred: Dict[str, Any], shape) -> None:
+    import csv
+
+    columns = {"target": y, "mean": pred["mean"], "std": pred["std"], "epistemic_std": pred["epistemic_std"],
+               "interval_lower": pred["lower"], "interval_upper": pred["upper"]}
+    columns = {k: v.reshape(shape) for k, v in columns.items()}
+    dims = shape[1]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        names = [k + ("" if dims == 1 else f"_{d}") for d in range(dims) for k in columns]
+        writer.writerow(["index"] + names + ["units"])
+        for i in range(shape[0]):
+            writer.writerow([i] + [float(v[i, d]) for d in range(dims) for v in columns.values()] + ["original"])
+
+
+def _regression_table(results: Dict[str, Any]) -> str:
+    level = f"{results['interval_level']:.0%}"
+    rows = [
+        ("RMSE", results["rmse"]),
+        ("MAE", results["mae"]),
+        ("R^2", results["r2"]),
+        ("NLL (Gaussian)", results["nll"]),
+        (f"coverage of the {level} intervals", results["interval_coverage"]),
+        ("mean predictive std", results["mean_predictive_std"]),
+        ("mean epistemic std", results["mean_epistemic_std"]),
+        ("noise std", results["noise_std"]),
+        ("RMSE (standardised targets)", results["rmse_standardised"]),
+    ]
+    head = (f"{results['checkpoint']} on {results['data']} ({results['split']}, {results['n_examples']} examples, "
+            f"{results['n_samples']} samples; original units)")
+    width = max(len(name) for name, _ in rows)
+    lines = [f"  {name:<{width}}  " + ("n/a" if value is None else f"{value:.4f}") for name, value in rows]
+    return "\n".join([head] + lines)

@@ -19,7 +19,8 @@ examples:
   autobayes inspect timm:resnet18 --posterior gaussian --json
   autobayes inspect digits_cnn --in-channels 1 --image-size 8
 
-  # the architecture, Bayesian configuration, versions and metadata stored in a checkpoint
+  # the architecture, Bayesian configuration, task, class names, input normalisation, data set, versions
+  # and metadata stored in a checkpoint (what `autobayes predict` and `evaluate` use)
   autobayes inspect resnet18_bnn.safetensors"""
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -31,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="report what bayesify would convert in an architecture, or describe a checkpoint",
         description="With an architecture name: build it and print the conversion report of autobayes.inspect_model "
         "(which layers become Bayesian, which stay deterministic and why). With an autobayes checkpoint: print "
-        "its architecture, Bayesian configuration, tensors, versions and metadata (nothing is built).",
+        "its architecture, Bayesian configuration, task and class names, input shape and normalisation, data set, "
+        "tensors, versions and metadata (nothing is built).",
         epilog=EXAMPLES,
         formatter_class=formatter,
     )
