@@ -1,4 +1,4 @@
-"""autobayes.nn.fused_kl: the KL of many tensors on their concatenation equals the per-tensor sum."""
+"""autobayes.kl.fused_kl (also autobayes.nn.fused_kl): the KL of many tensors at once equals the per-tensor sum."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 import autobayes
 from autobayes import BayesConfig
 from autobayes.nn import BayesLayer, BayesParameter, fused_kl
-from autobayes.nn.fused import fusable
+from autobayes.kl.fused import fusable
 from autobayes.posteriors import Gaussian, Laplace
 
 SHAPES = [(6, 5), (4, 3, 3, 3), (7,), (2, 9)]

@@ -14,7 +14,7 @@ its layers in place (same qualified names, so every ``call_module`` node still r
    *layer* called twice draws a weight per call; its KL still counts once.)
 3. **KL threading**: one ``total_kl(layer, ...)`` node over the Bayesian layers and stand-alone posteriors the
    graph uses -- including those inside opaque leaf modules -- each counted once (it concatenates the tensors
-   whose KL has one per-element form, see :func:`autobayes.nn.fused_kl`), and the output node rewritten to
+   whose KL has one per-element form, see :func:`autobayes.kl.fused_kl`), and the output node rewritten to
    ``(output, kl)``.
 """
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..config import BayesConfig
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
-from ..nn.fused import _at_least_float32, fused_kl, sum_kl
+from ..kl.fused import at_least_float32, fused_kl, sum_kl
 from .report import ConversionReport, LayerRecord
 
 __all__ = [
@@ -77,7 +77,7 @@ def kl_of(module: nn.Module) -> Tensor:
 
 
 def total_kl(*units: nn.Module) -> Tensor:
-    """``sum_kl(*map(kl_of, units))``, computed by :func:`autobayes.nn.fused_kl`: the tensors whose KL has one
+    """``sum_kl(*map(kl_of, units))``, computed by :func:`autobayes.kl.fused_kl`: the tensors whose KL has one
     per-element form are concatenated and evaluated at once, so the cost in operations does not grow with the
     number of layers. Units under :func:`autobayes.kl_disabled` add 0; the result is float32 (or wider) with
     autocast switched off, as for :func:`kl_of`.
@@ -95,8 +95,8 @@ def _kl_in_float32(device_type: str, compute: Callable[[], Tensor]) -> Tensor:
     """``compute()`` with autocast switched off on ``device_type``, in at least float32."""
     if torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
-            return _at_least_float32(compute())
-    return _at_least_float32(compute())
+            return at_least_float32(compute())
+    return at_least_float32(compute())
 
 
 def is_kl_unit(module: nn.Module, parent: Optional[nn.Module]) -> bool:
