@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ def _is_in(name: str, prefixes: Tuple[str, ...]) -> bool:
 _PROBE = r"""
 import importlib, json, sys, traceback, types
 root, names = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, root)
 out = {}
 for name in names:
     for key in [k for k in sys.modules if k == "autobayes" or k.startswith("autobayes.")]:
@@ -68,6 +70,7 @@ for name in names:
         sys.modules["autobayes"] = stub
     try:
         importlib.import_module(name)
+        assert sys.modules[name].__file__.startswith(root), sys.modules[name].__file__
         out[name] = {"loaded": sorted(k for k in sys.modules if k.startswith("autobayes."))}
     except Exception:
         out[name] = {"error": traceback.format_exc()}
@@ -80,7 +83,7 @@ def imported() -> Dict[str, dict]:
     names = _modules()
     result = subprocess.run(
         [sys.executable, "-c", _PROBE, str(ROOT), json.dumps(names)],
-        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
