@@ -191,8 +191,9 @@ class BayesConfig:
     ) -> Tuple[Optional["BayesConfig"], str]:
         """``(configuration, "")`` of the layer ``name``, or ``(None, reason)`` when it stays deterministic.
 
-        The rules are applied in the order of the module docstring, and ``filter_fn`` is called at most once.
-        ``module`` is checked against ``layer_types`` and ``filter_fn`` (skipped when ``None``); ``as_type`` is a
+        The first rule that rejects the layer gives the reason, in this order: ``layer_types``, ``include``,
+        ``exclude``, ``filter_fn`` (called at most once), an override of ``None``; then the matching overrides
+        are applied (see the module docstring). ``module`` is checked against ``layer_types`` and ``filter_fn`` (skipped when ``None``); ``as_type`` is a
         layer type the module also counts as for ``layer_types`` (``nn.Linear`` for a weight fed to ``F.linear``).
 
         Example:
