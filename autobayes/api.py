@@ -13,9 +13,11 @@ from torch.utils import _pytree as pytree
 
 from .config import BayesConfig
 from .errors import ConfigError, UntraceableModelError
+from .fx.convert import convert_modules
 from .fx.report import ConversionReport
 from .fx.rewrite import install_fx_root, rewrite_graph
-from .fx.swap import BayesOutput, convert_modules, make_swap_root
+from .fx.runtime import KL_DISABLED, BayesOutput
+from .fx.swap import make_swap_root
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -295,14 +297,14 @@ def kl_disabled(bnn: nn.Module) -> Iterator[nn.Module]:
         ...     probs = torch.stack([bnn(x).output.softmax(-1) for _ in range(10)]).mean(0)
     """
     modules = [m for m in bnn.modules() if isinstance(m, (BayesLayer, BayesParameter))]
-    previous = [m.__dict__.get("_autobayes_kl_disabled", False) for m in modules]
+    previous = [m.__dict__.get(KL_DISABLED, False) for m in modules]
     try:
         for m in modules:
-            m.__dict__["_autobayes_kl_disabled"] = True
+            m.__dict__[KL_DISABLED] = True
         yield bnn
     finally:
         for m, value in zip(modules, previous):
-            m.__dict__["_autobayes_kl_disabled"] = value
+            m.__dict__[KL_DISABLED] = value
 
 
 # ---------------------------------------------------------------------------------------------------------------

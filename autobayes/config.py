@@ -7,6 +7,11 @@ Precedence for a layer named ``name`` (its qualified name in the model):
    replaces the fields it names.
 2. ``layer_types`` (by type), ``include`` / ``exclude`` (name patterns) and ``filter_fn(module, name)`` must
    all accept the layer.
+
+:meth:`BayesConfig.resolve_layer` applies these rules and says which one keeps a layer deterministic.
+
+This module imports no layers: the types ``layer_types`` may name come from the layer table that
+:mod:`autobayes.nn.mappings` registers here (:func:`register_layer_table`).
 """
 
 from __future__ import annotations
@@ -16,17 +21,42 @@ import fnmatch
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError, UnknownNameError
 from .registry import did_you_mean
 
-__all__ = ["BayesConfig", "FORWARD_MODES", "KL_METHODS"]
+__all__ = ["BayesConfig", "FORWARD_MODES", "KL_METHODS", "register_layer_table", "supported_layer_types"]
 
 #: Forward modes of a Bayesian layer (see :class:`autobayes.nn.BayesLayer`).
 FORWARD_MODES = ("auto", "local", "sample", "mean")
 #: KL estimators (see :mod:`autobayes.kl`).
 KL_METHODS = ("auto", "closed", "repar", "direct")
+
+_LAYER_TABLES: List[Mapping[type, Any]] = []
+
+
+def register_layer_table(table: Mapping[type, Any]) -> None:
+    """Let ``layer_types`` name the deterministic types that are keys of ``table`` (read live, so types added to
+    it later count too). :mod:`autobayes.nn.mappings` registers :data:`autobayes.nn.DEFAULT_MAPPINGS`.
+
+    Example:
+        >>> register_layer_table({MyLayer: BayesMyLayer})  # doctest: +SKIP
+        >>> BayesConfig(layer_types=["MyLayer"]).layer_types  # doctest: +SKIP
+        (<class 'MyLayer'>,)
+    """
+    if not any(t is table for t in _LAYER_TABLES):
+        _LAYER_TABLES.append(table)
+
+
+def supported_layer_types() -> Dict[str, type]:
+    """``{name: type}`` of the deterministic layer types that can become Bayesian (what ``layer_types`` accepts).
+
+    Example:
+        >>> supported_layer_types()["Conv2d"]
+        <class 'torch.nn.modules.conv.Conv2d'>
+    """
+    return {cls.__name__: cls for table in _LAYER_TABLES for cls in table}
 
 
 @dataclass
@@ -153,26 +183,46 @@ class BayesConfig:
     # ------------------------------------------------------------------ per-layer resolution
     def for_layer(self, name: str, module: Any = None) -> Optional["BayesConfig"]:
         """The configuration of the layer ``name`` (``module`` checked against the type / filter options),
-        or ``None`` when the layer stays deterministic."""
-        if module is not None and self.layer_types is not None:
-            if not any(_type_matches(module, t) for t in self.layer_types):
-                return None
+        or ``None`` when the layer stays deterministic (:meth:`resolve_layer` also says why)."""
+        return self.resolve_layer(name, module)[0]
+
+    def resolve_layer(
+        self, name: str, module: Any = None, *, as_type: Optional[type] = None
+    ) -> Tuple[Optional["BayesConfig"], str]:
+        """``(configuration, "")`` of the layer ``name``, or ``(None, reason)`` when it stays deterministic.
+
+        The first rule that rejects the layer gives the reason, in this order: ``layer_types``, ``include``,
+        ``exclude``, ``filter_fn`` (called at most once), an override of ``None``; then the matching overrides
+        are applied (see the module docstring). ``module`` is checked against ``layer_types`` and ``filter_fn`` (skipped when ``None``); ``as_type`` is a
+        layer type the module also counts as for ``layer_types`` (``nn.Linear`` for a weight fed to ``F.linear``).
+
+        Example:
+            >>> cfg = BayesConfig(exclude=["head"], overrides={"fc": {"prior_scale": 0.1}})
+            >>> cfg.resolve_layer("head")
+            (None, "matched by exclude pattern 'head'")
+            >>> cfg.resolve_layer("fc")[0].prior_scale
+            0.1
+        """
+        if self.layer_types is not None and (module is not None or as_type is not None):
+            if not any(_type_matches(module, as_type, t) for t in self.layer_types):
+                return None, f"type not in layer_types={[getattr(t, '__name__', t) for t in self.layer_types]}"
         if self.include is not None and not any(_match(name, p) for p in self.include):
-            return None
-        if any(_match(name, p) for p in self.exclude):
-            return None
+            return None, f"not matched by include={list(self.include)}"
+        for p in self.exclude:
+            if _match(name, p):
+                return None, f"matched by exclude pattern {p!r}"
         if module is not None and self.filter_fn is not None and not self.filter_fn(module, name):
-            return None
+            return None, "filter_fn returned False"
+        for p, value in self.overrides.items():
+            if value is None and _match(name, p):
+                return None, f"overrides[{p!r}] is None"
         cfg = self
         matching = [p for p in self.overrides if p != name and _match(name, p)]
         if name in self.overrides:
             matching.append(name)
         for pattern in matching:
-            value = self.overrides[pattern]
-            if value is None:
-                return None
-            cfg = dataclasses.replace(cfg, **value)
-        return cfg
+            cfg = dataclasses.replace(cfg, **self.overrides[pattern])
+        return cfg, ""
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> Dict[str, Any]:
@@ -270,9 +320,7 @@ def _patterns(value: Any, what: str) -> Tuple[str, ...]:
 
 
 def _layer_type(t: Any) -> Union[type, str]:
-    from .nn.mappings import get_default_mappings
-
-    supported = {cls.__name__: cls for cls in get_default_mappings()}
+    supported = supported_layer_types()
     if isinstance(t, type):
         if not any(issubclass(t, cls) for cls in supported.values()):
             raise ConfigError(f"layer_types: {t.__name__} is not a supported layer type; supported: {sorted(supported)}")
@@ -282,8 +330,10 @@ def _layer_type(t: Any) -> Union[type, str]:
     raise UnknownNameError(f"layer_types: unknown layer type {t!r}; supported: {sorted(supported)}.{did_you_mean(str(t), supported)}")
 
 
-def _type_matches(module: Any, t: Union[type, str]) -> bool:
-    return isinstance(module, t) if isinstance(t, type) else type(module).__name__ == t
+def _type_matches(module: Any, as_type: Optional[type], t: Union[type, str]) -> bool:
+    if not isinstance(t, type):
+        return module is not None and type(module).__name__ == t
+    return isinstance(module, t) or (as_type is not None and issubclass(as_type, t))
 
 
 def _match(name: str, pattern: str) -> bool:

@@ -363,18 +363,6 @@ def _versions() -> Dict[str, str]:
     return versions
 
 
-def _bayesian_layer_names(bnn: nn.Module) -> List[str]:
-    from .nn import BayesLayer, BayesParameter
-
-    names = []
-    for name, module in bnn.named_modules():
-        if isinstance(module, BayesLayer):
-            names.append(name)
-        elif isinstance(module, BayesParameter) and not any(name.startswith(n + ".") for n in names if n):
-            names.append(name)
-    return names
-
-
 def _arch_spec(bnn: nn.Module, arch: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     spec = arch if arch is not None else getattr(bnn, "autobayes_arch", None)
     if spec is None:
@@ -577,7 +565,9 @@ def save(
         raise CheckpointError("metadata must be JSON-serialisable (numbers, strings, lists, dicts)")
     arch_spec = _arch_spec(bnn, arch)
     config_dict = config.to_dict()
-    layers = _bayesian_layer_names(bnn)
+    from .fx.runtime import kl_units
+
+    layers = list(kl_units(bnn))
     spec = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -590,12 +590,9 @@ def _validate(net, bnn, criterion, loader, n_test, device, info, progress) -> Di
 
 def _model_kl(net: nn.Module) -> Tensor:
     """The model's KL without a data pass: the sum of the Bayesian layers' ``kl()``."""
-    from .nn import BayesLayer, BayesParameter
+    from .fx.runtime import kl_units
 
-    layers = [m for m in net.modules() if isinstance(m, BayesLayer)]
-    inside = {id(p) for layer in layers for p in layer.posteriors()}
-    loose = [m for m in net.modules() if isinstance(m, BayesParameter) and id(m) not in inside]
-    terms = [m.kl() for m in layers] + [p.kl() for p in loose]
+    terms = [m.kl() for m in kl_units(net).values()]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 

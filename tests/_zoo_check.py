@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 import autobayes
-from autobayes.fx.swap import iter_units
+from autobayes.fx.runtime import kl_units
 from autobayes.nn import BayesLayer, BayesParameter, get_default_mappings
 
 _BASES = tuple(get_default_mappings())
@@ -78,7 +78,7 @@ def check_conversion(model: nn.Module, *args, rtol: float = 1e-4, atol: float = 
     assert _structure(out) == _structure(ref_train)
     assert kl.dim() == 0 and torch.isfinite(kl) and kl > 0
     used = [r.name for r in report.converted if r.used is not False]
-    units = [(n, m) for n, m in iter_units(bnn) if any(n == u or n.startswith(u + ".") or not u for u in used)]
+    units = [(n, m) for n, m in kl_units(bnn).items() if any(n == u or n.startswith(u + ".") or not u for u in used)]
     assert units
     expected = sum(m.kl() for _, m in units)
     torch.testing.assert_close(kl.detach(), expected.detach(), rtol=1e-4, atol=1e-3)

@@ -1,4 +1,4 @@
-"""autobayes.nn.fused_kl: the KL of many tensors on their concatenation equals the per-tensor sum."""
+"""autobayes.kl.fused_kl (also autobayes.nn.fused_kl): the KL of many tensors at once equals the per-tensor sum."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 import autobayes
 from autobayes import BayesConfig
 from autobayes.nn import BayesLayer, BayesParameter, fused_kl
-from autobayes.nn.fused import fusable
+from autobayes.kl.fused import fusable
 from autobayes.posteriors import Gaussian, Laplace
 
 SHAPES = [(6, 5), (4, 3, 3, 3), (7,), (2, 9)]
@@ -128,7 +128,7 @@ def test_a_bayesified_models_kl_is_the_sum_over_its_layers(monkeypatch, mode, fu
     """Both routes compute the model's KL with the fused sum (concatenating on the CPU too, as a GPU does, in the
     second case); it equals the layers' own KLs (closed form, so exact), with one layer on another prior scale
     (its own group member) and one on a non-fusable prior."""
-    monkeypatch.setattr(autobayes.fx.swap, "fused_kl", functools.partial(fused_kl, fuse_on_cpu=fuse_on_cpu))
+    monkeypatch.setattr(autobayes.fx.runtime, "fused_kl", functools.partial(fused_kl, fuse_on_cpu=fuse_on_cpu))
     cfg = BayesConfig(posterior="gaussian", kl="closed",
                       overrides={"conv2": {"prior_scale": 0.1}, "fc": {"prior": "laplace"}})
     bnn = autobayes.bayesify(_Net(), cfg, mode=mode)

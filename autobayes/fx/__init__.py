@@ -1,12 +1,17 @@
 """The torch.fx route of :func:`autobayes.bayesify` (tracer, graph rewriting, report) and its swap-mode fallback.
 
 Kept apart from ``nn/``, ``posteriors/`` and ``kl/`` so that another capture route (torch.export) can sit beside
-it.
+it. ``runtime`` is what every converted model runs (its output type and KL); ``derive`` the derived classes and
+the root mixins of both routes; ``convert`` the module-level conversion both routes share; ``tracer`` /
+``rewrite`` the fx route, ``swap`` the fallback; ``report`` what was converted and why.
 """
 
+from ..kl.fused import sum_kl
+from .convert import convert_modules, select_layer
 from .report import ConversionReport, LayerRecord
 from .rewrite import WEIGHT_OPS, compile_graph, install_fx_root, rewrite_graph
-from .swap import BayesOutput, convert_modules, kl_of, make_swap_root, select_layer, sum_kl, total_kl
+from .runtime import BayesOutput, kl_of, kl_units, total_kl
+from .swap import make_swap_root
 from .tracer import BayesTracer, TraceFailure, is_leaf, leaf_ancestors, trace_modes
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "convert_modules",
     "make_swap_root",
     "select_layer",
+    "kl_units",
     "total_kl",
     "kl_of",
     "sum_kl",

@@ -1,6 +1,6 @@
 """Rewriting a traced graph into a Bayesian forward that returns ``(output, kl)``.
 
-The graph was traced from the deterministic model; :func:`autobayes.fx.swap.convert_modules` has since swapped
+The graph was traced from the deterministic model; :func:`autobayes.fx.convert.convert_modules` has since swapped
 its layers in place (same qualified names, so every ``call_module`` node still resolves). The passes:
 
 1. **Parameter reads** (``get_attr`` nodes). A read of a converted layer's ``weight`` / ``bias`` becomes a
@@ -14,8 +14,11 @@ its layers in place (same qualified names, so every ``call_module`` node still r
    *layer* called twice draws a weight per call; its KL still counts once.)
 3. **KL threading**: one ``total_kl(layer, ...)`` node over the Bayesian layers and stand-alone posteriors the
    graph uses -- including those inside opaque leaf modules -- each counted once (it concatenates the tensors
-   whose KL has one per-element form, see :func:`autobayes.nn.fused_kl`), and the output node rewritten to
+   whose KL has one per-element form, see :func:`autobayes.kl.fused_kl`), and the output node rewritten to
    ``(output, kl)``.
+
+:func:`install_fx_root` then compiles the rewritten graphs into the root's forward (the ``"fx"`` root mixin of
+:mod:`autobayes.fx.derive`).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from torch import fx, nn
 
 from ..config import BayesConfig
 from ..nn import BayesLayer, BayesParameter
+from .convert import patch_attributes, select_layer
+from .derive import base_class, compile_forwards, set_class
 from .report import ConversionReport, LayerRecord
-from .swap import _ROOT_MIXINS, BayesOutput, base_class, is_kl_unit, patch_attributes, select_layer, strip_state, total_kl
+from .runtime import FORWARD_CODE, kl_units, total_kl
 
-__all__ = ["rewrite_graph", "compile_graph", "install_fx_root", "WEIGHT_OPS"]
+__all__ = ["rewrite_graph", "kl_units_of_graph", "compile_graph", "install_fx_root", "WEIGHT_OPS"]
 
 _CONV_TYPES = {
     F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
@@ -103,7 +108,7 @@ def _resolve(model: nn.Module, target: str) -> Tuple[str, Optional[nn.Module], s
 
 
 def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+    return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,16 +188,11 @@ def kl_units_of_graph(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]
         parent_path = node.target.rpartition(".")[0]
         parent = model.get_submodule(parent_path)
         if isinstance(module, BayesParameter) and isinstance(parent, BayesLayer):
-            add(parent_path, parent)
+            add(parent_path, parent)  # a converted layer's weight read in the graph: the layer's KL
             continue
-        if is_kl_unit(module, parent):
-            add(node.target, module)
-            continue
-        # an opaque leaf: the Bayesian layers / posteriors inside it
-        parents = {id(c): m for m in module.modules() for c in m.children()}
-        for sub, m in module.named_modules():
-            if sub and is_kl_unit(m, parents.get(id(m))):
-                add(_join(node.target, sub), m)
+        # a Bayesian layer, a stand-alone posterior, or an opaque leaf with Bayesian layers / posteriors inside
+        for sub, m in kl_units(module).items():
+            add(_join(node.target, sub), m)
     return units
 
 
@@ -221,49 +221,8 @@ def compile_graph(graph: fx.Graph) -> str:
     return _format_import_block(code.globals, sys_importer) + "\n" + code.src
 
 
-def _load(src: str) -> Callable[..., Any]:
-    from torch.fx.graph_module import _forward_from_src
-
-    return _forward_from_src(src, {})
-
-
-class _FXRoot:
-    """Root mixin of a model converted by graph rewriting: forward runs the rewritten graph of the current mode
-    (train / eval graphs can differ) and returns :class:`BayesOutput`."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> BayesOutput:
-        fn = self.__dict__["_autobayes_fns"]["train" if self.training else "eval"]
-        output, kl = fn(self, *args, **kwargs)
-        return BayesOutput(output, kl)
-
-    @property
-    def code(self) -> str:
-        """The Python source of the rewritten forward (current mode)."""
-        return self.__dict__["_autobayes_code"]["train" if self.training else "eval"]
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return strip_state(super().__getstate__())
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        super().__setstate__(state)
-        _compile_root(self)
-
-
-_ROOT_MIXINS["fx"] = _FXRoot
-
-
-def _compile_root(model: nn.Module) -> None:
-    code = model.__dict__["_autobayes_code"]
-    fns = {}
-    for mode, src in code.items():
-        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _load(src)
-    model.__dict__["_autobayes_fns"] = fns
-
-
 def install_fx_root(model: nn.Module, graphs: Dict[str, fx.Graph]) -> None:
     """Give ``model`` the rewritten forward of each mode (``graphs``: ``{"train": g, "eval": g}``)."""
-    from .swap import set_class
-
-    model.__dict__["_autobayes_code"] = {mode: compile_graph(g) for mode, g in graphs.items()}
-    _compile_root(model)
+    model.__dict__[FORWARD_CODE] = {mode: compile_graph(g) for mode, g in graphs.items()}
+    compile_forwards(model)
     set_class(model, root="fx")

@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from ..errors import UntraceableModelError
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
+from .derive import base_class
 
 __all__ = ["BayesTracer", "TraceFailure", "timm_registries", "is_leaf", "leaf_ancestors", "trace_modes"]
 
@@ -43,7 +44,7 @@ def is_leaf(module: nn.Module, leaf_types: Tuple[type, ...]) -> bool:
     """The leaf rule of :class:`BayesTracer` (see the module docstring)."""
     if isinstance(module, (BayesLayer, BayesParameter)):
         return True
-    base = getattr(type(module), "_autobayes_base", type(module))
+    base = base_class(module)
     if base in get_default_mappings():
         return True
     if leaf_types and isinstance(module, leaf_types):

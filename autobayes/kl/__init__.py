@@ -1,4 +1,4 @@
-"""KL estimators: ``closed``, ``direct``, ``repar`` and ``auto``.
+"""KL estimators: ``closed``, ``direct``, ``repar`` and ``auto``; :func:`fused_kl`, the KL of many tensors at once.
 
 The KL of a layer is ``KL(q || p) = E_q[log q(w)] - E_q[log p(w)]`` summed (never averaged) over every weight.
 For the location-scale posteriors here ``E_q[log q] = -H(q)`` is exact, so the Monte Carlo estimators only
@@ -14,6 +14,7 @@ from ..priors import Prior
 from ..registry import Registry
 from .closed import closed_kl, has_closed_form, normal_cross_entropy, register_closed_kl, require_closed_form
 from .direct import direct_kl
+from .fused import fused_kl, sum_kl
 from .repar import repar_kl
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "closed_kl",
     "direct_kl",
     "repar_kl",
+    "fused_kl",
+    "sum_kl",
     "has_closed_form",
     "require_closed_form",
     "register_closed_kl",

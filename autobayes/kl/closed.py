@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -12,7 +12,15 @@ from ..errors import NoClosedFormError
 from ..posteriors import Gaussian, Laplace, Logistic, Posterior, Radial
 from ..priors import LaplacePrior, Normal, Prior
 
-__all__ = ["register_closed_kl", "closed_kl", "require_closed_form", "has_closed_form", "normal_cross_entropy"]
+__all__ = [
+    "register_closed_kl",
+    "closed_kl",
+    "lookup_closed_form",
+    "require_closed_form",
+    "has_closed_form",
+    "normal_cross_entropy",
+    "location_scale_normal_kl",
+]
 
 _CLOSED: Dict[Tuple[type, type], Callable] = {}
 
@@ -33,7 +41,13 @@ def register_closed_kl(posterior_type: type, prior_type: type):
     return _add
 
 
-def _lookup(posterior: Posterior, prior: Prior):
+def lookup_closed_form(posterior: Posterior, prior: Prior) -> Optional[Callable]:
+    """The registered closed form of the pair (the most derived match), or ``None``.
+
+    Example:
+        >>> lookup_closed_form(Gaussian(), Normal(0.0, 1.0)) is location_scale_normal_kl
+        True
+    """
     for pc in type(posterior).__mro__:
         for rc in type(prior).__mro__:
             fn = _CLOSED.get((pc, rc))
@@ -44,12 +58,12 @@ def _lookup(posterior: Posterior, prior: Prior):
 
 def has_closed_form(posterior: Posterior, prior: Prior) -> bool:
     """Whether the pair has a registered closed form."""
-    return _lookup(posterior, prior) is not None
+    return lookup_closed_form(posterior, prior) is not None
 
 
 def require_closed_form(posterior: Posterior, prior: Prior) -> Callable:
     """The closed form of the pair, or a :class:`NoClosedFormError` naming the estimators that do work."""
-    fn = _lookup(posterior, prior)
+    fn = lookup_closed_form(posterior, prior)
     if fn is None:
         pairs = sorted(f"{p.__name__}/{r.__name__}" for p, r in _CLOSED)
         raise NoClosedFormError(
@@ -90,7 +104,7 @@ def normal_cross_entropy(mu: Tensor, scale: Tensor, prior: Normal, a, b) -> Tens
 
 @register_closed_kl(Gaussian, Normal)
 @register_closed_kl(Radial, Normal)
-def _location_scale_normal(posterior: Posterior, prior: Normal, mu: Tensor, scale: Tensor) -> Tensor:
+def location_scale_normal_kl(posterior: Posterior, prior: Normal, mu: Tensor, scale: Tensor) -> Tensor:
     """KL of a zero-mean location-scale posterior to a Normal prior.
 
     The cross-entropy needs only ``E[xi_j] = 0`` and ``E[xi_j^2]`` (1 for the Gaussian, ``1/d`` for the Radial),
@@ -103,9 +117,9 @@ def _location_scale_normal(posterior: Posterior, prior: Normal, mu: Tensor, scal
 
 # --------------------------------------------------------------------------- more posteriors and priors
 # Laplace (E[xi^2] = 2) and logistic (E[xi^2] = pi^2 / 3) noise is zero-mean: the Normal-prior cross-entropy
-# needs only E[xi] = 0 and E[xi^2] (expand the square), so _location_scale_normal's derivation applies unchanged.
-register_closed_kl(Laplace, Normal)(_location_scale_normal)
-register_closed_kl(Logistic, Normal)(_location_scale_normal)
+# needs only E[xi] = 0 and E[xi^2] (expand the square), so location_scale_normal_kl's derivation applies unchanged.
+register_closed_kl(Laplace, Normal)(location_scale_normal_kl)
+register_closed_kl(Logistic, Normal)(location_scale_normal_kl)
 
 
 def _laplace_prior_kl(posterior: Posterior, prior: LaplacePrior, mu: Tensor, scale: Tensor, abs_mean) -> Tensor:

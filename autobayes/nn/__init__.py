@@ -1,5 +1,6 @@
 """Bayesian layers."""
 
+from ..kl.fused import fused_kl  # the fused KL lives in autobayes.kl; re-exported here, where it was documented
 from .base import BayesLayer
 from .conv import (
     BayesConv1d,
@@ -9,7 +10,6 @@ from .conv import (
     BayesConvTranspose2d,
     BayesConvTranspose3d,
 )
-from .fused import fused_kl
 from .linear import BayesLinear
 from .mappings import DEFAULT_MAPPINGS, get_default_mappings
 from .parameter import BayesParameter

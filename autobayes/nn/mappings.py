@@ -6,6 +6,7 @@ from typing import Dict
 
 from torch import nn
 
+from ..config import register_layer_table
 from .conv import (
     BayesConv1d,
     BayesConv2d,
@@ -27,6 +28,7 @@ DEFAULT_MAPPINGS: Dict[type, type] = {
     nn.ConvTranspose2d: BayesConvTranspose2d,
     nn.ConvTranspose3d: BayesConvTranspose3d,
 }
+register_layer_table(DEFAULT_MAPPINGS)  # BayesConfig(layer_types=...) accepts its keys, without importing nn/
 
 
 def get_default_mappings() -> Dict[type, type]:

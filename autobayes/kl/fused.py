@@ -18,7 +18,7 @@ With ``c_t = log s_t + log(2 pi) / 2`` the prior's constant and ``a``, ``b`` the
 which is, term for term, the sum of the per-tensor estimators (:func:`autobayes.kl.repar_kl`,
 ``closed_kl``), with the noise of the whole group drawn in one call (the same law, since the noise is i.i.d.).
 Every other tensor (a Radial posterior, a non-Normal prior, a prior centred on tensors, the ``direct``
-estimator) keeps its own :meth:`BayesParameter.kl`.
+estimator) keeps its own :meth:`autobayes.nn.BayesParameter.kl`.
 
 Tensors on the CPU are not concatenated unless asked (``fuse_on_cpu=True``): there an operation costs
 microseconds and a small tensor stays in cache through all of its KL's operations, while the concatenation
@@ -29,22 +29,37 @@ streams every operation through main memory (measured on 2 cores: ResNet-18's KL
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ..kl.closed import _location_scale_normal, _lookup
-from ..priors import Normal
-from .parameter import BayesParameter
+from ..posteriors import Posterior
+from ..priors import Normal, Prior
+from .closed import location_scale_normal_kl, lookup_closed_form
 
-__all__ = ["fused_kl", "fusable", "sum_kl"]
+__all__ = ["fused_kl", "fusable", "sum_kl", "at_least_float32", "PosteriorTensor"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _REPEATS: Dict[Tuple[torch.device, Tuple[int, ...]], Tensor] = {}
 
 
-def fusable(p: BayesParameter) -> bool:
+class PosteriorTensor(Protocol):
+    """What :func:`fused_kl` reads of a tensor's posterior: the fields of :class:`autobayes.nn.BayesParameter`
+    (kept as a protocol so that ``kl/`` does not import the layers)."""
+
+    mu: Tensor
+    log_var: Tensor
+    posterior: Posterior
+    prior: Prior
+    kl_method: str
+    n_mc: int
+    mc_chunk_size: int
+
+    def kl(self) -> Tensor: ...
+
+
+def fusable(p: PosteriorTensor) -> bool:
     """Whether ``p``'s KL has the per-element form that :func:`fused_kl` evaluates on a concatenation."""
     if not (type(p.posterior).elementwise and isinstance(p.prior, Normal)):
         return False
@@ -52,22 +67,22 @@ def fusable(p: BayesParameter) -> bool:
         return False
     if p.kl_method == "repar":
         return True
-    return p.kl_method == "closed" and _lookup(p.posterior, p.prior) is _location_scale_normal
+    return p.kl_method == "closed" and lookup_closed_form(p.posterior, p.prior) is location_scale_normal_kl
 
 
-def fused_kl(params: Sequence[BayesParameter], *, fuse_on_cpu: bool = False) -> Tensor:
+def fused_kl(params: Sequence[PosteriorTensor], *, fuse_on_cpu: bool = False) -> Tensor:
     """``sum(p.kl() for p in params)``, with the :func:`fusable` tensors grouped (same posterior family, estimator,
     ``n_mc``, device and dtype) and each group evaluated once on its concatenation. Computed in at least float32.
     CPU tensors are concatenated only with ``fuse_on_cpu=True`` (slower there, see the module's docstring).
 
     Example:
-        >>> from autobayes import BayesConfig
+        >>> from autobayes import BayesConfig, BayesParameter
         >>> cfg = BayesConfig(posterior="gaussian", kl="closed")
         >>> ps = [BayesParameter(torch.zeros(3, 4), cfg), BayesParameter(torch.zeros(5), cfg)]
         >>> torch.allclose(fused_kl(ps, fuse_on_cpu=True), ps[0].kl() + ps[1].kl())
         True
     """
-    groups: Dict[tuple, List[BayesParameter]] = {}
+    groups: Dict[tuple, List[PosteriorTensor]] = {}
     terms: List[Tensor] = []
     for p in params:
         if (fuse_on_cpu or p.mu.device.type != "cpu") and fusable(p):
@@ -75,9 +90,9 @@ def fused_kl(params: Sequence[BayesParameter], *, fuse_on_cpu: bool = False) -> 
             key = (type(p.posterior), p.kl_method, n_mc, p.mc_chunk_size, p.mu.device, p.mu.dtype)
             groups.setdefault(key, []).append(p)
         else:
-            terms.append(_at_least_float32(p.kl()))
+            terms.append(at_least_float32(p.kl()))
     for group in groups.values():
-        terms.append(_at_least_float32(group[0].kl()) if len(group) == 1 else _group_kl(group))
+        terms.append(at_least_float32(group[0].kl()) if len(group) == 1 else _group_kl(group))
     return sum_kl(*terms)
 
 
@@ -91,7 +106,8 @@ def sum_kl(*terms: Tensor) -> Tensor:
     return total
 
 
-def _at_least_float32(t: Tensor) -> Tensor:
+def at_least_float32(t: Tensor) -> Tensor:
+    """``t`` itself when float32 or float64, else ``t.float()`` (a KL is never summed in half precision)."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
@@ -108,7 +124,7 @@ def _repeats(counts: Tuple[int, ...], device: torch.device) -> Tensor:
     return rep
 
 
-def _group_kl(group: Sequence[BayesParameter]) -> Tensor:
+def _group_kl(group: Sequence[PosteriorTensor]) -> Tensor:
     first = group[0]
     posterior, device = first.posterior, first.mu.device
     dtype = torch.promote_types(first.mu.dtype, torch.float32)

@@ -1,0 +1,167 @@
+"""The classes autobayes derives from a model's own, and the root mixins of both conversion routes.
+
+A converted module keeps its class's methods and attributes: its class becomes a derived class,
+``Bayesian<Name>(<mixins>, _Derived, <Name>)``, that adds
+
+* **posterior attributes**: ``module.weight`` returns a sample of ``module.weight_posterior`` (the mean under
+  :func:`autobayes.use_mean`), so code that reads ``self.weight`` gets a Bayesian weight;
+* for a converted model's root, a **root mixin**: ``"fx"`` runs the rewritten forward of the current mode,
+  ``"swap"`` runs the original forward and adds the KL of the layers it called. Both return
+  :class:`~autobayes.fx.runtime.BayesOutput`.
+
+Derived classes are cached and never named at module level: an instance pickles and deep-copies as
+``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from torch import nn
+
+from ..config import BayesConfig
+from .runtime import BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, total_kl
+
+__all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS"]
+
+
+class _PosteriorAttribute:
+    """Data descriptor: ``module.<name>`` returns ``module.<name>_posterior()`` (a sample, or the mean)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.child = name + "_posterior"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return obj._modules[self.child]()
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(
+            f"{type(obj).__name__}.{self.name} is Bayesian (autobayes): it is drawn from {self.child}; "
+            f"set {self.child}.mu instead"
+        )
+
+
+class _Derived:
+    """Mixin of every class autobayes derives; pickles and deep-copies through the base class. (It adds no other
+    name: a derived class must not shadow its base's methods.)"""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (new_derived, _derivation(type(self)), self.__getstate__())
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> Any:
+        obj = new_derived(*_derivation(type(self)))
+        memo[id(self)] = obj
+        obj.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return obj
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# root mixins
+# ---------------------------------------------------------------------------------------------------------------
+class _FXRoot:
+    """Root mixin of a model converted by graph rewriting: forward runs the rewritten graph of the current mode
+    (train / eval graphs can differ) and returns :class:`BayesOutput`."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> BayesOutput:
+        fn = self.__dict__[FORWARD_FNS]["train" if self.training else "eval"]
+        output, kl = fn(self, *args, **kwargs)
+        return BayesOutput(output, kl)
+
+    @property
+    def code(self) -> str:
+        """The Python source of the rewritten forward (current mode)."""
+        return self.__dict__[FORWARD_CODE]["train" if self.training else "eval"]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return strip_state(super().__getstate__())
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        compile_forwards(self)
+
+
+class _SwapRoot:
+    """Root mixin of a model converted in swap mode: the original forward, plus the KL of the Bayesian layers
+    it called (marked by forward pre-hooks, see :func:`autobayes.fx.swap.make_swap_root`), each counted once."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> BayesOutput:
+        units = [m for m in self.modules() if USED in m.__dict__]
+        for m in units:
+            m.__dict__[USED] = False
+        output = super().forward(*args, **kwargs)
+        return BayesOutput(output, total_kl(*[m for m in units if m.__dict__[USED]]))
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return strip_state(super().__getstate__())
+
+
+#: The root mixin of each conversion route.
+ROOTS: Dict[str, type] = {"fx": _FXRoot, "swap": _SwapRoot}
+_DERIVED: Dict[Tuple[type, Optional[str], Tuple[str, ...]], type] = {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# deriving
+# ---------------------------------------------------------------------------------------------------------------
+def base_class(module: nn.Module) -> type:
+    """The class a (possibly derived) module was created with."""
+    return getattr(type(module), BASE_CLASS, type(module))
+
+
+def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = ()) -> type:
+    """The class of ``base`` with posterior attributes ``attrs`` and, for a converted model, the root mixin
+    ``root`` (``"fx"`` or ``"swap"``). Cached; ``__module__`` is kept (torch.fx's leaf rule looks at it)."""
+    key = (base, root, tuple(sorted(attrs)))
+    cls = _DERIVED.get(key)
+    if cls is None:
+        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], _Derived, base)
+        namespace: Dict[str, Any] = {name: _PosteriorAttribute(name) for name in key[2]}
+        namespace.update({BASE_CLASS: base, ROOT_MIXIN: root, POSTERIOR_ATTRS: key[2], "__module__": base.__module__})
+        cls = type(base)("Bayesian" + base.__name__, bases, namespace)  # not "Bayes...": those are autobayes.nn
+        cls.__qualname__ = "Bayesian" + base.__qualname__
+        _DERIVED[key] = cls
+    return cls
+
+
+def _derivation(cls: type) -> Tuple[type, Optional[str], Tuple[str, ...]]:
+    return getattr(cls, BASE_CLASS), getattr(cls, ROOT_MIXIN), getattr(cls, POSTERIOR_ATTRS)
+
+
+def new_derived(base: type, root: Optional[str], attrs: Tuple[str, ...]) -> Any:
+    """An empty instance of a derived class (what unpickling and deep-copying start from)."""
+    cls = derive_class(base, root, attrs)
+    return cls.__new__(cls)
+
+
+def set_class(module: nn.Module, *, root: Optional[str] = None, attrs: Sequence[str] = ()) -> None:
+    """Give ``module`` its derived class (merging with what it already derives)."""
+    cls = type(module)
+    all_attrs = set(getattr(cls, POSTERIOR_ATTRS, ())) | set(attrs)
+    root = root if root is not None else getattr(cls, ROOT_MIXIN, None)
+    module.__class__ = derive_class(base_class(module), root, tuple(all_attrs))
+
+
+def strip_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The pickled state of a converted root: no compiled functions, no unpicklable ``filter_fn``."""
+    state = dict(state)
+    state.pop(FORWARD_FNS, None)
+    cfg = state.get("bayes_config")
+    if isinstance(cfg, BayesConfig) and cfg.filter_fn is not None:
+        state["bayes_config"] = dataclasses.replace(cfg, filter_fn=None)
+    return state
+
+
+def compile_forwards(model: nn.Module) -> None:
+    """Compile the rewritten forwards of an fx-mode root from their source (one function per distinct source)."""
+    from torch.fx.graph_module import _forward_from_src
+
+    code = model.__dict__[FORWARD_CODE]
+    fns: Dict[str, Any] = {}
+    for mode, src in code.items():
+        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _forward_from_src(src, {})
+    model.__dict__[FORWARD_FNS] = fns

@@ -1,0 +1,47 @@
+"""The public API of ``autobayes/__init__.py``: names may be added (then listed here), never renamed or removed."""
+
+import autobayes
+
+PUBLIC_API = [
+    # conversion
+    "bayesify", "inspect_model", "use_mean", "kl_disabled", "BayesOutput", "ConversionReport",
+    # checkpoints
+    "save", "load", "read_checkpoint_info", "CheckpointInfo", "load_state_dict_file", "OutputExistsError",
+    # configuration and errors
+    "BayesConfig", "AutobayesError", "CheckpointError", "ConfigError", "NoClosedFormError", "UnknownNameError",
+    "UntraceableModelError",
+    # layers
+    "BayesLayer", "BayesParameter", "BayesLinear", "BayesConv1d", "BayesConv2d", "BayesConv3d",
+    "BayesConvTranspose1d", "BayesConvTranspose2d", "BayesConvTranspose3d", "get_default_mappings",
+    # posteriors, priors, KL
+    "POSTERIORS", "Posterior", "Gaussian", "Radial", "Laplace", "Logistic", "register_posterior",
+    "PRIORS", "Prior", "Normal", "LaplacePrior", "StudentT", "ScaleMixture", "register_prior",
+    "KL_ESTIMATORS", "kl_divergence", "register_closed_kl",
+    # training losses and KL schedules
+    "ELBOLoss", "ELBOTerms", "CategoricalELBO", "GaussianELBO", "split_mean_logvar", "BETA_SCHEDULES",
+    "get_beta_schedule",
+    # training: architectures, data sets, the training loop
+    "build_model", "load_dataset", "DatasetInfo", "train", "TrainResult",
+    # uncertainty and metrics
+    "predict", "classification_summary", "regression_summary", "ClassificationSummary", "RegressionSummary",
+    "accuracy", "nll", "brier_score", "expected_calibration_error", "reliability_table", "auroc",
+    "confidence_curve", "gaussian_nll", "rmse", "interval_coverage",
+]
+
+
+def test_all_lists_exactly_the_public_api():
+    assert sorted(autobayes.__all__) == sorted(PUBLIC_API)
+    assert len(set(autobayes.__all__)) == len(autobayes.__all__)
+
+
+def test_every_public_name_resolves():
+    missing = [name for name in PUBLIC_API if not hasattr(autobayes, name)]
+    assert not missing
+    assert autobayes.__version__ == "0.1.0"
+
+
+def test_documented_names_outside_all_still_import():
+    from autobayes.nn import fused_kl  # noqa: F401  (README: "autobayes.nn.fused_kl")
+    from autobayes.fx import BayesOutput, kl_of, sum_kl, total_kl  # noqa: F401
+
+    assert autobayes.BayesOutput is BayesOutput
