@@ -73,3 +73,28 @@ def test_pickled_posterior_attributes_v0_1_0_load_with_the_same_outputs():
         bnn = torch.load(FIXTURES / "transformer_layer_v0.1.0_swap.pt", weights_only=False)
     assert type(bnn.self_attn).__name__ == "BayesianMultiheadAttention"
     _assert_same(bnn, "seq_x", "transformer")
+
+
+def test_resume_state_v0_1_0_continues_the_run(tmp_path):
+    """``last.resume.pt`` of a run stopped after epoch 2 (``tests/fixtures/make_resume_v0_1_0.py``, before training/
+    became a package) resumes to the epochs an uninterrupted run computes now.
+
+    Epochs 1-2 come from the file and equal a fresh run's to float32 rounding. Epochs 3-4 continue from its
+    optimiser and random state; a state restored wrongly (another shuffle, other posterior noise, Adam's moments
+    reset) moves the training loss of epoch 3 by ~1e-2 relative, while another CPU summing in another order moves
+    it by ~1e-6: rtol 1e-4 lies between.
+    """
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "resume_v0.1.0", run)
+    options = dict(epochs=4, model_kwargs={"hidden": [16]}, batch_size=64, lr=3e-3, seed=0, n_test=5, progress=False)
+    resumed = autobayes.train("fcnet", "breast_cancer", out_dir=run, resume=True, **options)
+    straight = autobayes.train("fcnet", "breast_cancer", **options)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history):
+        for key in ("train_loss", "train_nll", "train_kl", "train_acc", "val_loss", "val_nll", "val_acc", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["epoch"], key)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    assert (run / "log.csv").is_file() and (run / "last.safetensors").is_file()
