@@ -70,7 +70,7 @@ def _sha256(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import bayesify
-    from ..io import _load_checked, check_output, load_state_dict_file, save
+    from ..io import check_output, load_checked, load_state_dict_file, save
     from ..models import build_model
 
     config = bayes_config_from_args(args)  # usage errors first, before any file is read
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output, overwrite=args.force, inputs=(args.source,))
     state = load_state_dict_file(args.source)
     model = build_model(args.arch, **model_kwargs_from_args(args))
-    _load_checked(
+    load_checked(
         model, state, f"checkpoint {str(args.source)!r}",
         f" (architecture {args.arch!r} built with --num-classes {args.num_classes} --in-channels "
         f"{args.in_channels}; check --arch, --num-classes, --in-channels and --model-arg)",

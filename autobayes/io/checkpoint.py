@@ -1,0 +1,293 @@
+"""The autobayes checkpoint: save and load Bayesian networks that rebuild themselves.
+
+The autobayes checkpoint is **one safetensors file**. Its tensors are the Bayesian network's state dict
+(posterior means and log-variances, prior locations and scales, every other parameter and buffer); its header
+metadata holds, under the key ``"autobayes"``, a JSON document::
+
+    {
+      "format": "autobayes.bnn",
+      "format_version": 1,
+      "arch": {"arch": "torchvision:resnet18", "kwargs": {"num_classes": 10, ...}},   # how to rebuild the net
+      "bayes_config": {...},                    # BayesConfig.to_dict()
+      "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load
+      "bayesian_layers": ["conv1", "fc", ...],  # qualified names of the converted modules
+      "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
+      "versions": {"autobayes": "0.1.0", "torch": "2.14.1", ...},
+      "created_at": "2025-01-01T12:00:00+00:00",
+      "metadata": {...}                         # the caller's own JSON metadata; `autobayes train` stores
+    }                                           # "dataset" (DatasetInfo: normalisation, classes, ...) there,
+                                                # `autobayes convert` "preprocessing" (--mean/--std/--class-names)
+
+Loading parses that JSON, rebuilds the deterministic architecture with :func:`autobayes.models.build_model`
+(no pretrained download: the weights come from the file), converts it again with :func:`autobayes.bayesify`
+and loads the tensors strictly. Nothing is ever unpickled: safetensors holds raw tensors only, and the
+deterministic checkpoints read by :func:`autobayes.io.load_state_dict_file` go through ``torch.load(weights_only=True)``.
+
+Every write goes to a temporary file in the destination folder, renamed over the destination only once
+complete (:func:`autobayes.io.files.atomic_output`): a crash never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from ..config import BayesConfig
+from ..errors import AutobayesError, CheckpointError
+from .arch import arch_spec, build_deterministic
+from .files import PathLike, atomic_output, require_file
+from .formats import first_line, read_safetensors, sniff, tensors_for_saving
+from .state_dict import StateDictMismatch, check_state_dict, load_checked
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "open_checkpoint",
+           "parse_spec"]
+
+#: Value of ``"format"`` in the checkpoint's JSON header.
+FORMAT_NAME = "autobayes.bnn"
+#: Version of the checkpoint layout; :func:`load` refuses newer versions.
+FORMAT_VERSION = 1
+#: safetensors header-metadata key holding the JSON document.
+METADATA_KEY = "autobayes"
+#: What to do with a deterministic checkpoint given where an autobayes checkpoint is expected.
+CONVERT_HINT = ("to turn a deterministic checkpoint into an autobayes checkpoint, run "
+                "`autobayes convert SOURCE -o OUT.safetensors --arch ARCH`")
+
+
+def _versions() -> Dict[str, str]:
+    from .. import __version__
+
+    versions = {"autobayes": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in ("torchvision", "timm", "safetensors"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # optional packages; absence is fine
+            pass
+    return versions
+
+
+def _bayesify_options(bnn: nn.Module) -> Dict[str, Any]:
+    """The route bayesify actually took (``"fx"`` or ``"swap"``, after any fallback), so that loading rebuilds
+    the same module tree without tracing again in ``"auto"`` mode."""
+    mode = getattr(getattr(bnn, "bayes_report", None), "mode", None)
+    return {"mode": mode} if isinstance(mode, str) else {}
+
+
+def _filter_fn_accepted(config: BayesConfig, arch: Mapping[str, Any]) -> Optional[List[str]]:
+    """``filter_fn`` is Python code and cannot be stored: record the module names it accepts instead, found by
+    asking it about every module of a freshly built copy of the deterministic architecture."""
+    if config.filter_fn is None:
+        return None
+    try:
+        model = build_deterministic(arch)
+    except Exception as err:
+        raise CheckpointError(
+            f"cannot save filter_fn: rebuilding {arch['arch']!r} to record which layers it selects failed "
+            f"({first_line(err)}); use include / exclude / overrides instead of filter_fn"
+        ) from err
+    return [name for name, module in model.named_modules() if name and config.filter_fn(module, name)]
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The network inside ``nn.DataParallel`` / ``DistributedDataParallel`` (``.module``) or ``torch.compile``
+    (``._orig_mod``) wrappers, so that the saved keys carry no wrapper prefix."""
+    while True:
+        if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def save(
+    bnn: nn.Module,
+    path: PathLike,
+    *,
+    metadata: Optional[Mapping[str, Any]] = None,
+    arch: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = True,
+) -> Path:
+    """Save a Bayesian network as one self-describing safetensors file (see the module docstring).
+
+    Args:
+        bnn: a network returned by :func:`autobayes.bayesify` (it carries ``bayes_config``) whose deterministic
+            model came from :func:`autobayes.models.build_model` (it carries ``autobayes_arch``), or was built by
+            timm or torchvision: its architecture is then recognised (``"timm:resnet18"``, with its number of
+            classes and input channels) when rebuilding it reproduces every tensor shape.
+        path: destination, conventionally ``*.safetensors``. Written atomically.
+        metadata: your own JSON-serialisable information (dataset, epochs, accuracy, ...), stored verbatim.
+        arch: ``{"arch": ..., "kwargs": {...}}`` when the network carries no ``autobayes_arch`` and is not a
+            recognised timm / torchvision network (e.g. ``{"arch": "mypackage.models:make_net", "kwargs":
+            {"width": 64}}``).
+        overwrite: replace an existing file (default, as ``torch.save``); ``False`` raises
+            :class:`OutputExistsError` instead.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> bnn = autobayes.bayesify(build_model("torchvision:resnet18", num_classes=10), posterior="gaussian")
+        >>> autobayes.save(bnn, "resnet18_bnn.safetensors", metadata={"dataset": "cifar10"})  # doctest: +SKIP
+        >>> same = autobayes.load("resnet18_bnn.safetensors")  # doctest: +SKIP
+    """
+    from safetensors.torch import save_file
+
+    bnn = _unwrap(bnn)
+    config = getattr(bnn, "bayes_config", None)
+    if not isinstance(config, BayesConfig):
+        raise CheckpointError(
+            f"save() expects a network returned by autobayes.bayesify (it has a .bayes_config), got a "
+            f"{type(bnn).__name__} without one; for a deterministic model use torch.save(model.state_dict(), path)"
+        )
+    if metadata is not None and not _json_ok(dict(metadata)):
+        raise CheckpointError("metadata must be JSON-serialisable (numbers, strings, lists, dicts)")
+    arch = arch_spec(bnn, arch)
+    config_dict = config.to_dict()
+    from ..fx.runtime import kl_units
+
+    layers = list(kl_units(bnn))
+    spec = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "bayes_config": config_dict,
+        "filter_fn_accepted": _filter_fn_accepted(config, arch),
+        "bayesify": _bayesify_options(bnn),
+        "bayesian_layers": layers,
+        "versions": _versions(),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metadata": dict(metadata or {}),
+    }
+    try:
+        header = json.dumps(spec)
+    except TypeError as err:
+        raise CheckpointError(f"cannot save the configuration as JSON: {err}") from err
+    tensors = tensors_for_saving(bnn.state_dict())
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: header, "format": "pt"})
+    return path
+
+
+def parse_spec(path: Path, metadata: Mapping[str, str]) -> Dict[str, Any]:
+    """The JSON document of a checkpoint's header metadata (see the module docstring), checked: the format,
+    a version this code understands, an ``arch`` and a ``bayes_config`` entry.
+
+    Example:
+        >>> parse_spec(path, read_safetensors_metadata(path))["arch"]  # doctest: +SKIP
+        {'arch': 'digits_cnn', 'kwargs': {'num_classes': 10, 'in_channels': 1, 'image_size': 8}}
+    """
+    if METADATA_KEY not in metadata:
+        raise CheckpointError(
+            f"{str(path)!r} is a safetensors file without autobayes metadata (a deterministic checkpoint?); {CONVERT_HINT}"
+        )
+    try:
+        spec = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} has a corrupt autobayes header (invalid JSON: {err})") from err
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unrecognised header (format {spec.get('format') if isinstance(spec, dict) else None!r}, expected {FORMAT_NAME!r})")
+    version = spec.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} uses format version {version!r}, newer than this autobayes understands "
+            f"({FORMAT_VERSION}); upgrade autobayes"
+        )
+    for key in ("arch", "bayes_config"):
+        if not isinstance(spec.get(key), dict):
+            raise CheckpointError(f"checkpoint {str(path)!r} has a corrupt autobayes header (no {key!r} entry)")
+    return spec
+
+
+def open_checkpoint(path: PathLike) -> Path:
+    """``path``, once it is known to be a safetensors file; otherwise a :class:`CheckpointError` saying what it is
+    (missing, truncated, a ``torch.save`` file: convert it, something else).
+
+    Example:
+        >>> open_checkpoint("model.pt")  # doctest: +SKIP
+        Traceback (most recent call last):
+        autobayes.errors.CheckpointError: 'model.pt' is a torch.save file, not an autobayes checkpoint ...
+    """
+    path = require_file(path, "checkpoint")
+    kind = sniff(path)
+    if kind == "truncated":
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt (its safetensors header is cut short)")
+    if kind in ("torch-zip", "torch-pickle"):
+        raise CheckpointError(f"{str(path)!r} is a torch.save file, not an autobayes checkpoint (a safetensors file written by autobayes.save); {CONVERT_HINT}")
+    if kind != "safetensors":
+        raise CheckpointError(f"{str(path)!r} is not an autobayes checkpoint (not a safetensors file: wrong format or corrupt)")
+    return path
+
+
+def _rebuild_config(spec: Mapping[str, Any]) -> BayesConfig:
+    data = dict(spec["bayes_config"])
+    accepted = spec.get("filter_fn_accepted")
+    if accepted is not None:  # the saved filter_fn, as the set of module names it accepted
+        names = frozenset(accepted)
+        data["filter_fn"] = lambda module, name: name in names
+    return BayesConfig.from_dict(data)
+
+
+def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bool = True) -> nn.Module:
+    """Rebuild a Bayesian network saved by :func:`save`: architecture, configuration and state.
+
+    Args:
+        path: an autobayes ``.safetensors`` checkpoint.
+        device: where to put the tensors.
+        strict: require the checkpoint's keys and shapes to match the rebuilt network exactly (default).
+
+    Returns:
+        The network, in eval mode, with ``bayes_config`` and ``autobayes_arch`` set and the checkpoint's
+        header under ``autobayes_checkpoint``.
+
+    Raises:
+        CheckpointError: missing / corrupt / truncated / wrong-format file, or a state that does not match the
+            architecture (the message lists missing and unexpected keys and shape mismatches).
+
+    Example:
+        >>> bnn = autobayes.load("resnet18_bnn.safetensors")  # doctest: +SKIP
+        >>> out, kl = bnn(torch.randn(2, 3, 224, 224))  # doctest: +SKIP
+    """
+    from ..api import bayesify
+
+    path = open_checkpoint(path)
+    tensors, metadata = read_safetensors(path, device="cpu")
+    spec = parse_spec(path, metadata)
+    try:
+        model = build_deterministic(spec["arch"])
+        config = _rebuild_config(spec)
+        options = {k: v for k, v in (spec.get("bayesify") or {}).items()}
+        bnn = bayesify(model, config=config, allow_deterministic=True, **options)  # the file says what it holds
+    except AutobayesError as err:
+        raise CheckpointError(f"cannot rebuild the network of {str(path)!r} ({spec['arch']['arch']}): {err}") from err
+    hint = (
+        f" (the file was written with {', '.join(f'{k} {v}' for k, v in spec.get('versions', {}).items())}; "
+        f"a different autobayes / torchvision / timm version may build the architecture differently)"
+    )
+    if strict:
+        load_checked(bnn, tensors, f"checkpoint {str(path)!r}", hint)
+    else:
+        mismatch = check_state_dict(bnn, tensors)
+        if mismatch.shape_mismatches:
+            only_shapes = StateDictMismatch(shape_mismatches=mismatch.shape_mismatches)
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match the architecture: {only_shapes.describe()}{hint}")
+        bnn.load_state_dict(tensors, strict=False)
+    bnn.autobayes_arch = dict(spec["arch"])
+    bnn.autobayes_checkpoint = spec
+    bnn.to(device)
+    bnn.eval()
+    return bnn

@@ -1,0 +1,135 @@
+"""Describing a checkpoint without building its network: :func:`read_checkpoint_info` (``autobayes inspect FILE``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+from ..config import BayesConfig
+from ..errors import CheckpointError
+from .checkpoint import open_checkpoint, parse_spec
+from .files import PathLike
+from .formats import first_line, read_safetensors_metadata
+
+__all__ = ["CheckpointInfo", "read_checkpoint_info"]
+
+
+@dataclass
+class CheckpointInfo:
+    """The JSON header of an autobayes checkpoint plus a summary of its tensors (no model is built).
+
+    Attributes:
+        path: the file.
+        spec: the parsed JSON document (see :mod:`autobayes.io.checkpoint`).
+        num_tensors: how many tensors the file holds.
+        num_elements: their total number of elements.
+    """
+
+    path: Path
+    spec: Dict[str, Any]
+    num_tensors: int = 0
+    num_elements: int = 0
+
+    @property
+    def arch(self) -> Dict[str, Any]:
+        return self.spec["arch"]
+
+    @property
+    def bayes_config(self) -> BayesConfig:
+        return BayesConfig.from_dict(self.spec["bayes_config"])
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"path": str(self.path), "num_tensors": self.num_tensors, "num_elements": self.num_elements, **self.spec}
+
+    def __str__(self) -> str:
+        spec = self.spec
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in spec["arch"].get("kwargs", {}).items())
+        cfg = spec["bayes_config"]
+        versions = ", ".join(f"{k} {v}" for k, v in spec.get("versions", {}).items())
+        lines = [
+            f"autobayes checkpoint {self.path} (format {spec['format']} v{spec['format_version']})",
+            f"  architecture:    {spec['arch']['arch']}({kwargs})",
+            f"  posterior:       {cfg.get('posterior')}   prior: {cfg.get('prior')}(loc={cfg.get('prior_loc')}, "
+            f"scale={cfg.get('prior_scale')})   kl: {cfg.get('kl')} (n_mc={cfg.get('n_mc')})   forward: {cfg.get('forward')}",
+            f"  bayesian layers: {len(spec.get('bayesian_layers', []))}: {_short_list(spec.get('bayesian_layers', []))}",
+            f"  tensors:         {self.num_tensors} ({self.num_elements:,} elements)",
+            f"  created:         {spec.get('created_at', '?')} with {versions}",
+        ]
+        lines[3:3] = _data_lines(spec)
+        shown = {k: v for k, v in (spec.get("metadata") or {}).items() if k not in ("dataset", "preprocessing")}
+        if shown:  # the data set and the preprocessing are described above
+            lines.append(f"  metadata:        {json.dumps(shown)}")
+        return "\n".join(lines)
+
+
+def _numbers(values: List[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _data_lines(spec: Mapping[str, Any]) -> List[str]:
+    """What the checkpoint records about its inputs and outputs (see :meth:`autobayes.data.DatasetInfo.from_checkpoint`)."""
+    from ..data import DatasetInfo
+
+    info = DatasetInfo.from_checkpoint(spec)
+    recorded = (spec.get("metadata") or {}).get("dataset") or {}
+    preprocessing = (spec.get("metadata") or {}).get("preprocessing") or {}
+    known_task = bool(recorded.get("task") or preprocessing.get("task"))
+    if info.task == "regression":
+        task = f"regression, {info.num_classes} output(s)"
+        if recorded:
+            task += f"; targets standardised, y = {info.target_mean:.6g} + {info.target_std:.6g} * output"
+    else:
+        names = f": {_short_list(info.class_names, 10)}" if info.class_names else " (class names not recorded)"
+        task = f"classification, {info.num_classes} classes{names}"
+    lines = [f"  task:            {task}" + ("" if known_task else " (assumed: not recorded)")]
+    if info.image_size is not None:
+        shape = f"{info.in_channels}x{info.image_size}x{info.image_size} images"
+        if info.mean is not None:
+            shape += f", pixels in [0, 1] normalised as (x - {_numbers(info.mean)}) / {_numbers(info.std)}"
+        else:
+            shape += ", input normalisation not recorded (pass --mean / --std to `autobayes predict`)"
+        lines.append(f"  inputs:          {shape}")
+    elif info.num_features is not None:
+        text = f"{info.num_features} features"
+        if info.feature_names:
+            text += f" ({_short_list(info.feature_names, 4)})"
+        text += ", standardised per feature with stored statistics" if info.feature_mean is not None else \
+            ", feature standardisation not recorded (fed as given)"
+        lines.append(f"  inputs:          {text}")
+    if info.name:
+        split = "" if info.split_seed is None else \
+            f" (validation split: {info.val_fraction:g} of it, seed {info.split_seed})"
+        lines.append(f"  data set:        {info.name}{split}")
+    return lines
+
+
+def _short_list(names: List[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+
+
+def read_checkpoint_info(path: PathLike) -> CheckpointInfo:
+    """Read an autobayes checkpoint's header without building the network (``autobayes inspect FILE``).
+
+    Example:
+        >>> print(autobayes.read_checkpoint_info("resnet18_bnn.safetensors"))  # doctest: +SKIP
+    """
+    from safetensors import safe_open
+
+    path = open_checkpoint(path)
+    spec = parse_spec(path, read_safetensors_metadata(path))
+    n_tensors = n_elements = 0
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():
+                shape = fh.get_slice(key).get_shape()
+                n_tensors += 1
+                numel = 1
+                for d in shape:
+                    numel *= d
+                n_elements += numel
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({first_line(err)})") from err
+    return CheckpointInfo(path=path, spec=spec, num_tensors=n_tensors, num_elements=n_elements)
