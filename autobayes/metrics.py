@@ -26,6 +26,7 @@ __all__ = [
     "confidence_curve",
     "gaussian_nll",
     "rmse",
+    "r2_score",
     "interval_coverage",
 ]
 
@@ -243,6 +244,24 @@ def rmse(pred: Any, target: Any) -> float:
     """
     p, y = _same_shape(pred, target, names=("pred", "target"), fn="rmse")
     return float(np.sqrt(np.mean((p - y) ** 2)))
+
+
+def r2_score(pred: Any, target: Any) -> float:
+    """Coefficient of determination, ``R^2 = 1 - SS_res / SS_tot``, pooled over the output dimensions.
+
+    ``SS_res = sum (y - pred)^2`` and ``SS_tot = sum (y - mean_i y)^2``, the mean taken over the examples (the
+    first dimension) for each output, and both sums over all entries: for one output sklearn's ``r2_score``, for
+    several ``r2_score(..., multioutput="variance_weighted")``. 1 is a perfect fit, 0 the targets' mean; ``nan``
+    when the targets are constant (``SS_tot = 0``).
+
+    Example:
+        >>> r2_score([1.0, 2.0, 3.0], [1.0, 2.0, 4.0])  # 1 - 1 / (14/3)
+        0.7857142857142857
+    """
+    p, y = _same_shape(pred, target, names=("pred", "target"), fn="r2_score")
+    ss_res = float(np.sum((y - p) ** 2))
+    ss_tot = float(np.sum((y - y.mean(axis=0)) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
 def interval_coverage(lower: Any, upper: Any, target: Any) -> float:

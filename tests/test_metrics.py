@@ -83,6 +83,19 @@ def test_regression_metrics():
     assert metrics.interval_coverage([0, 0, 0], [1, 1, 1], [0.0, 1.0, 1.5]) == pytest.approx(2 / 3)
 
 
+def test_r2_equals_sklearn():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(50, 3)) * [1.0, 5.0, 0.2]
+    pred = y + rng.normal(size=(50, 3))
+    assert metrics.r2_score(torch.tensor(pred), y) == pytest.approx(r2_score(y, pred, multioutput="variance_weighted"))
+    assert metrics.r2_score(pred[:, 0], y[:, 0]) == pytest.approx(r2_score(y[:, 0], pred[:, 0]))
+    assert metrics.r2_score(pred[:, :1], y[:, :1]) == pytest.approx(r2_score(y[:, 0], pred[:, 0]))
+    assert metrics.r2_score(y, y) == 1.0
+    assert np.isnan(metrics.r2_score([1.0, 2.0], [3.0, 3.0]))  # constant targets: undefined, not sklearn's 0 / 1
+
+
 def test_errors():
     with pytest.raises(ConfigError, match=r"\(N, C\)"):
         metrics.accuracy(np.ones((2, 3, 4)), [0, 1])
