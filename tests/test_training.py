@@ -128,6 +128,51 @@ def test_errors_say_what_to_do(tmp_path):
         train("fcnet", "breast_cancer", model_kwargs={"num_classes": 3}, progress=False)
 
 
+#: ``train``'s signature as of 0.1.0 (before training/ became a package): ``(name, default)``, positional first.
+TRAIN_SIGNATURE = [
+    ("model", None), ("data", "digits"), ("epochs", 30), ("batch_size", 64), ("lr", 3e-3), ("optimizer", "adam"),
+    ("weight_decay", 0.0), ("lr_schedule", "none"), ("beta", "none"), ("beta_kwargs", None), ("n_test", 20),
+    ("device", "cpu"), ("gpus", 1), ("seed", 0), ("out_dir", None), ("resume", False), ("overwrite", False),
+    ("model_kwargs", None), ("data_root", None), ("val_fraction", 0.2), ("augment", False), ("image_size", None),
+    ("download", False), ("variance", "learned"), ("num_workers", 0), ("progress", True), ("config", None),
+    ("nproc", 1), ("amp", "none"), ("torch_compile", False),
+]
+
+
+def test_train_signature_is_unchanged_and_its_settings_have_the_same_defaults():
+    import dataclasses
+    import inspect
+
+    from autobayes.training import TrainSettings
+
+    params = list(inspect.signature(train).parameters.values())
+    assert [(p.name, p.default) for p in params[:-1]] == TRAIN_SIGNATURE
+    assert [p.kind for p in params[:2]] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 2
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[2:-1])
+    assert (params[-1].name, params[-1].kind) == ("bayes_options", inspect.Parameter.VAR_KEYWORD)
+    # every keyword argument but model / data is a TrainSettings field with the same default
+    fields = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    assert list(fields) == [name for name, _ in TRAIN_SIGNATURE[2:]] + ["bayes_options"]
+    assert all(fields[name].default == default for name, default in TRAIN_SIGNATURE[2:])
+    defaults = TrainSettings()
+    assert defaults.device == torch.device("cpu") and defaults.out_dir is None and defaults.bayes_options == {}
+
+
+def test_train_settings_check_in_train_s_order():
+    from autobayes.training import TrainSettings
+
+    with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
+        TrainSettings(epochs=0, lr=-1.0)
+    with pytest.raises(UnknownNameError, match="Did you mean 'bf16'"):
+        TrainSettings(amp="bf61", lr=-1.0)
+    with pytest.raises(ConfigError, match="lr must be a finite number > 0"):
+        TrainSettings(lr=float("nan"), device="nonsense")
+    with pytest.raises(ConfigError, match="resume=True needs out_dir"):
+        TrainSettings(resume=True)
+    with pytest.raises(ConfigError, match="pass one"):
+        TrainSettings(resume=True, overwrite=True, out_dir="runs/x")
+
+
 def test_cli_help_has_an_example(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
