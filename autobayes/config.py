@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .checks import check_finite, check_int, check_positive
 from .errors import ConfigError, UnknownNameError
 from .registry import did_you_mean
 
@@ -125,14 +125,8 @@ class BayesConfig:
         self.prior = _name_in(self.prior, PRIORS.names(), "prior")
         self.kl = _name_in(self.kl, KL_METHODS, "kl")
         self.forward = _name_in(self.forward, FORWARD_MODES, "forward")
-        if isinstance(self.n_mc, bool) or not isinstance(self.n_mc, numbers.Integral) or self.n_mc < 1:
-            raise ConfigError(
-                f"n_mc must be an integer >= 1 (the number of Monte Carlo samples of the KL), got {self.n_mc!r}; "
-                f"e.g. n_mc=100"
-            )
-        self.n_mc = int(self.n_mc)
-        if isinstance(self.mc_chunk_size, bool) or not isinstance(self.mc_chunk_size, numbers.Integral) or self.mc_chunk_size < 1:
-            raise ConfigError(f"mc_chunk_size must be an integer >= 1, got {self.mc_chunk_size!r}")
+        self.n_mc = check_int(self.n_mc, "n_mc", 1, hint="the number of Monte Carlo samples of the KL, e.g. n_mc=100")
+        check_int(self.mc_chunk_size, "mc_chunk_size", 1)
         if isinstance(self.prior_loc, str):
             if self.prior_loc != "weights":
                 raise ConfigError(
@@ -140,8 +134,8 @@ class BayesConfig:
                     f"got {self.prior_loc!r}"
                 )
         else:
-            self.prior_loc = _finite(self.prior_loc, "prior_loc")
-        self.prior_scale = _positive(self.prior_scale, "prior_scale")
+            self.prior_loc = check_finite(self.prior_loc, "prior_loc")
+        self.prior_scale = check_positive(self.prior_scale, "prior_scale")
         if not isinstance(self.prior_kwargs, Mapping):
             raise ConfigError(f"prior_kwargs must be a dict, got {type(self.prior_kwargs).__name__}")
         self.prior_kwargs = dict(self.prior_kwargs)
@@ -154,9 +148,9 @@ class BayesConfig:
             raise ConfigError(f"init_log_var must satisfy low <= high (finite), got {self.init_log_var!r}; e.g. (-3.0, -2.0)")
         self.init_log_var = (low, high)
         if self.init_scale is not None:
-            self.init_scale = _positive(self.init_scale, "init_scale")
+            self.init_scale = check_positive(self.init_scale, "init_scale")
         if self.moped_delta is not None:
-            self.moped_delta = _positive(self.moped_delta, "moped_delta")
+            self.moped_delta = check_positive(self.moped_delta, "moped_delta")
         if self.layer_types is not None:
             self.layer_types = tuple(_layer_type(t) for t in _as_tuple(self.layer_types, "layer_types"))
         if self.include is not None:
@@ -287,19 +281,6 @@ def _name_in(value: Any, choices: Sequence[str], what: str) -> str:
     if key not in choices:
         raise UnknownNameError(f"unknown {what} {value!r}; choose one of {list(choices)}.{did_you_mean(str(value), choices)}")
     return key
-
-
-def _finite(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ConfigError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _positive(value: Any, what: str) -> float:
-    value = _finite(value, what)
-    if value <= 0:
-        raise ConfigError(f"{what} must be > 0, got {value!r}")
-    return value
 
 
 def _as_tuple(value: Any, what: str) -> tuple:

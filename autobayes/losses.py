@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_int, check_nonnegative, check_positive
 from .errors import ConfigError
 
 __all__ = ["ELBOTerms", "ELBOLoss", "CategoricalELBO", "GaussianELBO", "split_mean_logvar"]
@@ -68,12 +69,8 @@ class ELBOLoss(nn.Module):
 
     def __init__(self, num_data: int, beta: float = 1.0) -> None:
         super().__init__()
-        if isinstance(num_data, bool) or not isinstance(num_data, numbers.Integral) or num_data < 1:
-            raise ConfigError(
-                f"num_data must be the number of training examples, an integer >= 1, got {num_data!r}; "
-                f"e.g. num_data=len(train_loader.dataset)"
-            )
-        self.num_data = int(num_data)
+        self.num_data = check_int(num_data, "num_data", 1,
+                                  hint="the number of training examples, e.g. num_data=len(train_loader.dataset)")
         self.beta = _check_beta(beta)
 
     def per_example_nll(self, output: Tensor, target: Tensor) -> Tensor:
@@ -205,15 +202,9 @@ class GaussianELBO(ELBOLoss):
             self.mode = mode
             self.fixed_variance: Optional[float] = None
         else:
-            if isinstance(variance, bool) or not isinstance(variance, numbers.Real) or not (
-                math.isfinite(variance) and variance > 0
-            ):
-                raise ConfigError(
-                    f"GaussianELBO: a fixed variance must be a finite float > 0, got {variance!r}; or use "
-                    f"variance='learned' / 'heteroscedastic'"
-                )
+            self.fixed_variance = check_positive(variance, "GaussianELBO: a fixed variance",
+                                                 hint="or use variance='learned' / 'heteroscedastic'")
             self.mode = "fixed"
-            self.fixed_variance = float(variance)
 
     def per_example_nll(self, output: Tensor, target: Tensor) -> Tensor:
         name = type(self).__name__
@@ -281,9 +272,7 @@ def split_mean_logvar(output: Tensor) -> Tuple[Tensor, Tensor]:
 def _check_beta(beta: Any) -> float:
     if isinstance(beta, Tensor) and beta.numel() == 1:
         beta = beta.item()
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta) or beta < 0:
-        raise ConfigError(f"beta (the KL weight) must be a finite float >= 0, got {beta!r}")
-    return float(beta)
+    return check_nonnegative(beta, "beta (the KL weight)")
 
 
 def _as_scalar_kl(kl: Any, like: Tensor) -> Tensor:

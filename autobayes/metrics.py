@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .checks import check_int
 from .errors import ConfigError
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "rmse",
     "r2_score",
     "interval_coverage",
+    "as_float",
 ]
 
 
@@ -74,7 +76,7 @@ def brier_score(probs: Any, labels: Any) -> float:
         >>> brier_score([0.3, 0.6], [0, 1])  # (0.09 + 0.16) / 2
         0.125
     """
-    p = _as_float(probs)
+    p = as_float(probs)
     if p.ndim == 1:
         y = _as_labels(labels, len(p), "brier_score")
         if not np.isin(y, (0, 1)).all():
@@ -127,8 +129,7 @@ def reliability_table(probs: Any, labels: Any, n_bins: int = 15) -> ReliabilityT
         >>> t.counts.tolist(), t.accuracy.tolist()
         ([0, 2], [nan, 0.5])
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ConfigError(f"n_bins must be an integer >= 1, got {n_bins!r}; e.g. n_bins=15")
+    check_int(n_bins, "n_bins", 1, hint="e.g. n_bins=15")
     p, y = _probs_labels(probs, labels, "reliability_table")
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
@@ -169,7 +170,7 @@ def auroc(score_in: Any, score_out: Any) -> float:
     """
     from sklearn.metrics import roc_auc_score
 
-    s_in, s_out = _as_float(score_in).ravel(), _as_float(score_out).ravel()
+    s_in, s_out = as_float(score_in).ravel(), as_float(score_out).ravel()
     if len(s_in) == 0 or len(s_out) == 0:
         raise ConfigError(f"auroc needs scores of both sets, got {len(s_in)} in- and {len(s_out)} out-of-distribution")
     truth = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
@@ -210,7 +211,7 @@ def confidence_curve(probs: Any, labels: Any, thresholds: Optional[Sequence[floa
         ([0.5, 1.0], [1.0, 0.5])
     """
     p, y = _probs_labels(probs, labels, "confidence_curve")
-    t = np.linspace(0.0, 1.0, 21) if thresholds is None else _as_float(thresholds).ravel()
+    t = np.linspace(0.0, 1.0, 21) if thresholds is None else as_float(thresholds).ravel()
     conf = p.max(axis=1)
     correct = p.argmax(axis=1) == y
     mask = conf[None, :] >= t[:, None]
@@ -287,8 +288,19 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_float(x: Any) -> np.ndarray:
+def as_float(x: Any) -> np.ndarray:
+    """``x`` (a tensor, on any device, an array or a nested list) as a float64 NumPy array, as every metric reads
+    its inputs.
+
+    Example:
+        >>> as_float([[1, 2]])
+        array([[1., 2.]])
+    """
     return _as_numpy(x).astype(np.float64, copy=False)
+
+
+#: The name :mod:`autobayes.plots` still imports; drop it once plots uses :func:`as_float`.
+_as_float = as_float
 
 
 def _as_labels(labels: Any, n: int, fn: str) -> np.ndarray:
@@ -304,7 +316,7 @@ def _as_labels(labels: Any, n: int, fn: str) -> np.ndarray:
 
 
 def _probs_labels(probs: Any, labels: Any, fn: str):
-    p = _as_float(probs)
+    p = as_float(probs)
     if p.ndim != 2:
         raise ConfigError(
             f"{fn}: probs must have shape (N, C), got {p.shape}; for Monte Carlo samples (S, N, C) pass their "
@@ -320,7 +332,7 @@ def _probs_labels(probs: Any, labels: Any, fn: str):
 
 
 def _same_shape(*arrays: Any, names: Sequence[str], fn: str):
-    out = [_as_float(a) for a in arrays]
+    out = [as_float(a) for a in arrays]
     shapes = {n: a.shape for n, a in zip(names, out)}
     if len(set(shapes.values())) != 1:
         raise ConfigError(f"{fn}: inputs must have the same shape, got {shapes}")

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .checks import check_int
 from .errors import ConfigError, UnknownNameError
 from .registry import Registry, did_you_mean
 
@@ -87,8 +88,7 @@ def build_model(
     """
     if not isinstance(arch, str) or not arch:
         raise ConfigError(f"arch must be a non-empty string such as 'digits_cnn' or 'torchvision:resnet18', got {arch!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    num_classes = check_int(num_classes, "num_classes", 1)
     spec_kwargs: Dict[str, Any] = dict(
         num_classes=num_classes, in_channels=in_channels, image_size=image_size, num_features=num_features, **kwargs
     )

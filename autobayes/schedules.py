@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from typing import Any, Callable, Union
 
+from .checks import check_between, check_int, check_nonnegative
 from .errors import ConfigError, UnknownNameError
 from .registry import Registry
 
@@ -79,7 +79,7 @@ class ConstantBeta(BetaSchedule):
     """
 
     def __init__(self, value: float = 1.0) -> None:
-        self.value = _nonneg(value, "value")
+        self.value = check_nonnegative(value, "beta schedule: value")
 
     def beta(self, step, epoch, batch_idx, num_batches) -> float:
         return self.value
@@ -119,9 +119,9 @@ class LinearWarmupBeta(BetaSchedule):
     """
 
     def __init__(self, warmup_steps: int, beta_min: float = 0.0, beta_max: float = 1.0) -> None:
-        self.warmup_steps = _nonneg_int(warmup_steps, "warmup_steps")
-        self.beta_min = _nonneg(beta_min, "beta_min")
-        self.beta_max = _nonneg(beta_max, "beta_max")
+        self.warmup_steps = check_int(warmup_steps, "beta schedule: warmup_steps", 0)
+        self.beta_min = check_nonnegative(beta_min, "beta schedule: beta_min")
+        self.beta_max = check_nonnegative(beta_max, "beta schedule: beta_max")
 
     def beta(self, step, epoch, batch_idx, num_batches) -> float:
         frac = 1.0 if self.warmup_steps == 0 else min(1.0, step / self.warmup_steps)
@@ -151,17 +151,13 @@ class CyclicalBeta(BetaSchedule):
 
     def __init__(self, total_steps: int, n_cycles: int = 4, ratio: float = 0.5, beta_min: float = 0.0,
                  beta_max: float = 1.0) -> None:
-        self.total_steps = _nonneg_int(total_steps, "total_steps")
-        if self.total_steps < 1:
-            raise ConfigError("CyclicalBeta: total_steps must be >= 1, e.g. total_steps=epochs * len(train_loader)")
-        self.n_cycles = _nonneg_int(n_cycles, "n_cycles")
-        if self.n_cycles < 1:
-            raise ConfigError(f"CyclicalBeta: n_cycles must be an integer >= 1, got {n_cycles!r}")
-        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
-            raise ConfigError(f"CyclicalBeta: ratio must be in (0, 1] (share of a cycle spent increasing), got {ratio!r}")
-        self.ratio = float(ratio)
-        self.beta_min = _nonneg(beta_min, "beta_min")
-        self.beta_max = _nonneg(beta_max, "beta_max")
+        self.total_steps = check_int(total_steps, "CyclicalBeta: total_steps", 1,
+                                     hint="e.g. total_steps=epochs * len(train_loader)")
+        self.n_cycles = check_int(n_cycles, "CyclicalBeta: n_cycles", 1)
+        self.ratio = check_between(ratio, "CyclicalBeta: ratio", 0, 1, closed=(False, True),
+                                   hint="the share of a cycle spent increasing")
+        self.beta_min = check_nonnegative(beta_min, "beta schedule: beta_min")
+        self.beta_max = check_nonnegative(beta_max, "beta schedule: beta_max")
 
     def beta(self, step, epoch, batch_idx, num_batches) -> float:
         if step >= self.total_steps:
@@ -229,22 +225,10 @@ def get_beta_schedule(name: Union[str, Callable[..., float]] = "none", **kwargs:
 
 def _check_position(step: Any, epoch: Any, batch_idx: Any, num_batches: Any) -> None:
     for label, value in (("step", step), ("epoch", epoch), ("batch_idx", batch_idx), ("num_batches", num_batches)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ConfigError(f"beta schedule: {label} must be an integer >= 0, got {value!r}")
+        check_int(value, f"beta schedule: {label}", 0)
     if num_batches < 1 or batch_idx >= num_batches:
         raise ConfigError(
             f"beta schedule: need 0 <= batch_idx < num_batches (0-based batch index within the epoch), got "
             f"batch_idx={batch_idx}, num_batches={num_batches}; pass num_batches=len(train_loader)"
         )
 
-
-def _nonneg(value: Any, label: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"beta schedule: {label} must be a finite float >= 0, got {value!r}")
-    return float(value)
-
-
-def _nonneg_int(value: Any, label: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigError(f"beta schedule: {label} must be an integer >= 0, got {value!r}")
-    return int(value)

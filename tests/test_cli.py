@@ -237,7 +237,7 @@ def test_unknown_architecture_and_options_are_usage_errors(trained, tmp_path, ca
     assert main(["convert", src, "-o", str(out), *DIGITS, "--frobnicate"]) == 2
     _one_error_line(capsys.readouterr().err, "unrecognized arguments: --frobnicate")
     assert main(["convert", src, "-o", str(out), *DIGITS, "--prior-scale", "-1"]) == 2
-    _one_error_line(capsys.readouterr().err, "prior_scale must be > 0")
+    _one_error_line(capsys.readouterr().err, "prior_scale must be a finite number > 0, got -1.0")
     assert main(["convert", src, "-o", str(out), *DIGITS, "--override", 'fc={"prior_scal": 0.1}']) == 2
     _one_error_line(capsys.readouterr().err, "unknown option 'prior_scal'")
     assert not out.exists()

@@ -23,16 +23,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autobayes"
 ROOT = PACKAGE.parent
 
 #: The core: what a posterior, a prior, a KL estimator or a configuration may import.
-CORE = ("autobayes.config", "autobayes.registry", "autobayes.errors", "autobayes.posteriors", "autobayes.priors",
-        "autobayes.kl", "autobayes._random")
+CORE = ("autobayes.config", "autobayes.registry", "autobayes.errors", "autobayes.checks", "autobayes.posteriors",
+        "autobayes.priors", "autobayes.kl", "autobayes._random")
 #: The modules that must import nothing but the core (no fx/, nn/, workflow modules or CLI).
-LEAVES = ("autobayes.config", "autobayes.registry", "autobayes.errors", "autobayes.posteriors", "autobayes.priors",
-          "autobayes.kl")
+LEAVES = ("autobayes.config", "autobayes.registry", "autobayes.errors", "autobayes.checks", "autobayes.posteriors",
+          "autobayes.priors", "autobayes.kl")
 
-#: Known exceptions, each in a part of issue 13 not done yet (the workflow modules); remove an entry once fixed.
+#: Known exceptions, each waiting for a file someone else is editing; remove an entry once fixed, never add one.
+#: plots.py reads metrics' inputs with the old private name (metrics keeps ``_as_float`` as an alias of ``as_float``).
 PRIVATE_IMPORTS_PENDING = {
     ("autobayes.plots", "autobayes.metrics", "_as_float"),
-    ("autobayes.commands.train", "autobayes.commands.common", "_key_values"),
 }
 LONG_FILES_PENDING = {"uncertainty.py", "models.py"}
 MAX_LINES = 400

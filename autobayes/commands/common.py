@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..checks import check_int
 from ..config import BayesConfig, FORWARD_MODES, KL_METHODS
 from ..errors import ConfigError
 
 __all__ = [
     "add_model_options",
     "model_kwargs_from_args",
+    "key_values",
     "add_bayes_options",
     "bayes_config_from_args",
     "bayes_flags_given",
@@ -53,7 +55,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _key_values(items: List[str], what: str) -> Dict[str, Any]:
+def key_values(items: List[str], what: str) -> Dict[str, Any]:
+    """``{KEY: VALUE}`` of repeated ``KEY=VALUE`` options (``what`` names the flag), each VALUE read as JSON or,
+    when it is not JSON, kept as a string.
+
+    Example:
+        >>> key_values(["width=32", "act=relu", "hidden=[8, 8]"], "--model-arg")
+        {'width': 32, 'act': 'relu', 'hidden': [8, 8]}
+    """
     out: Dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -69,7 +78,7 @@ def _key_values(items: List[str], what: str) -> Dict[str, Any]:
 def model_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Keyword arguments of :func:`autobayes.models.build_model` (besides ``arch``)."""
     kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size)
-    kwargs.update(_key_values(args.model_arg, "--model-arg"))
+    kwargs.update(key_values(args.model_arg, "--model-arg"))
     return kwargs
 
 
@@ -132,11 +141,11 @@ def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
     if args.prior_loc is not None:
         flags["prior_loc"] = _prior_loc(args.prior_loc)
     if getattr(args, "prior_arg", None):
-        flags["prior_kwargs"] = {**(base.get("prior_kwargs") or {}), **_key_values(args.prior_arg, "--prior-arg")}
+        flags["prior_kwargs"] = {**(base.get("prior_kwargs") or {}), **key_values(args.prior_arg, "--prior-arg")}
     options = {k: v for k, v in flags.items() if v is not None}
     if args.override:
         overrides = dict(base.get("overrides") or {})
-        overrides.update(_key_values(args.override, "--override"))
+        overrides.update(key_values(args.override, "--override"))
         options["overrides"] = overrides
     return BayesConfig.make(base, **options)
 
@@ -184,5 +193,13 @@ def device_from_args(args: argparse.Namespace) -> str:
 
 
 def positive(value: Optional[int], flag: str) -> None:
-    if value is not None and value < 1:
-        raise ConfigError(f"{flag} must be >= 1, got {value}")
+    """Raise a :class:`ConfigError` unless ``value`` (the option ``flag``) is ``None`` or an integer >= 1.
+
+    Example:
+        >>> positive(0, "--n-samples")
+        Traceback (most recent call last):
+        ...
+        autobayes.errors.ConfigError: --n-samples must be an integer >= 1, got 0
+    """
+    if value is not None:
+        check_int(value, flag, 1)

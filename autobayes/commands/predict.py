@@ -313,10 +313,10 @@ def likelihood_noise_known(spec: Dict[str, Any]) -> bool:
 
 def check_noise_variance(value: Optional[float]) -> None:
     """``--noise-variance``: a finite number >= 0, or not given."""
-    from ..errors import ConfigError
+    from ..checks import check_nonnegative
 
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"--noise-variance must be a finite number >= 0, got {value}")
+    if value is not None:
+        check_nonnegative(value, "--noise-variance")
 
 
 def is_heteroscedastic(spec: Dict[str, Any]) -> bool:

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from .common import _key_values, add_bayes_options, bayes_config_from_args, bayes_flags_given, formatter
+from .common import add_bayes_options, bayes_config_from_args, bayes_flags_given, formatter, key_values
 
 __all__ = ["add_parser", "run"]
 
@@ -189,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         model, args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, beta=beta,
-        beta_kwargs=_key_values(args.beta_arg, "--beta-arg"), n_test=args.n_test, device=device, gpus=args.gpus,
+        beta_kwargs=key_values(args.beta_arg, "--beta-arg"), n_test=args.n_test, device=device, gpus=args.gpus,
         seed=args.seed, out_dir=args.out, resume=args.resume, overwrite=args.force,
-        model_kwargs=_key_values(args.model_arg, "--model-arg"),
+        model_kwargs=key_values(args.model_arg, "--model-arg"),
         data_root=args.data_root, val_fraction=args.val_fraction, augment=args.augment, image_size=args.image_size,
         download=args.download, variance=_variance(args.variance), num_workers=args.workers,
         progress=not args.no_progress, config=config, nproc=args.nproc, amp=args.amp,

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..errors import CheckpointError
 from ..io import atomic_output
 from .logs import json_row
-from .settings import check_int
 
 __all__ = ["RESUME_FILE", "seed_everything", "epoch_seed", "save_resume", "load_resume"]
 

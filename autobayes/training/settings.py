@@ -6,19 +6,18 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-import numpy as np
 import torch
 
+from ..checks import check_int, check_positive
 from ..errors import ConfigError, UnknownNameError
 from ..registry import did_you_mean
 
-__all__ = ["TrainSettings", "OPTIMIZERS", "AMP_MODES", "LR_SCHEDULES", "check_int", "parse_device"]
+__all__ = ["TrainSettings", "OPTIMIZERS", "AMP_MODES", "LR_SCHEDULES", "parse_device"]
 
 #: Optimisers by name.
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -86,8 +85,7 @@ class TrainSettings:
         if self.amp not in AMP_MODES:
             raise UnknownNameError(f"unknown amp {self.amp!r}; choose one of {list(AMP_MODES)}."
                                    f"{did_you_mean(str(self.amp), AMP_MODES)}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
+        check_positive(self.lr, "lr")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UnknownNameError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}."
                                    f"{did_you_mean(str(self.lr_schedule), LR_SCHEDULES)}")
@@ -98,19 +96,6 @@ class TrainSettings:
         if self.resume and self.overwrite:
             raise ConfigError("resume=True continues the run in out_dir and overwrite=True replaces it; pass one "
                               "(--resume or --force)")
-
-
-def check_int(value: Any, name: str, low: int) -> None:
-    """Raise a :class:`ConfigError` unless ``value`` is an integer ``>= low`` (``bool`` is not).
-
-    Example:
-        >>> check_int(0, "epochs", 1)
-        Traceback (most recent call last):
-        ...
-        autobayes.errors.ConfigError: epochs must be an integer >= 1, got 0
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def parse_device(device: Union[str, torch.device]) -> torch.device:
