@@ -109,3 +109,15 @@ def test_user_factory_gets_the_arguments_it_accepts(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="cannot import"):
         build_model("no_such_module_for_test:make", num_classes=3)
     sys.modules.pop("my_nets_for_test", None)
+
+
+@pytest.mark.parametrize("name", ["PreActResNet", "_PreActBlock", "_DenseLayer"])
+def test_pickles_from_the_single_module_layout_still_resolve(name):
+    """Whole models pickled while the models were one module (``torch.save(model)``) name their classes
+    ``autobayes.models.<name>``; the bytes are what ``pickle.dumps(cls, protocol=0)`` wrote then."""
+    import pickle
+
+    from autobayes.models import families
+
+    cls = pickle.loads(b"cautobayes.models\n" + name.encode() + b"\np0\n.")
+    assert cls is getattr(families, name.lstrip("_"))
