@@ -71,6 +71,36 @@ def test_compiled_training_step_equals_eager_under_use_mean():
         torch.testing.assert_close(comp_params[name], eager_params[name], msg=name)
 
 
+def test_torch_compile_small_model():
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.l2(torch.relu(self.l1(x)))
+
+    bnn = autobayes.bayesify(MLP(), posterior="gaussian").eval()
+    x = torch.randn(3, 4)
+    compiled = torch.compile(bnn, backend="aot_eager")  # dynamo + AOT autograd; inductor: test below (slow)
+    with autobayes.use_mean(bnn):
+        out, kl = compiled(x)
+        ref, ref_kl = bnn(x)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(kl, ref_kl)
+    out, kl = compiled(x)
+    (out.sum() + kl).backward()
+    assert bnn.l1.weight_posterior.log_var.grad is not None
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor():
+    bnn = autobayes.bayesify(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    out, kl = torch.compile(bnn)(torch.randn(3, 4))
+    (out.sum() + kl).backward()
+    assert torch.isfinite(kl) and bnn[0].weight_posterior.mu.grad is not None
+
+
 @pytest.mark.parametrize("mode", ["fx", "swap"])
 @pytest.mark.parametrize("forward", ["local", "sample"])
 def test_bf16_autocast_training_step_keeps_the_kl_float32(mode, forward):
