@@ -1,4 +1,4 @@
-"""Issue 5, item 2: a Bayesian CNN trained on digits knows what it has not seen.
+"""A Bayesian CNN trained on digits knows what it has not seen.
 
 Uniform-noise images (each pixel uniform over the training images' range) must have a higher mean mutual
 information (epistemic uncertainty) than the held-out digits, and the mutual information must separate the two

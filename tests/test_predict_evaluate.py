@@ -1,4 +1,4 @@
-"""``autobayes predict`` / ``evaluate`` / ``convert`` use what checkpoints record about their data (issue 12).
+"""``autobayes predict`` / ``evaluate`` / ``convert`` use what checkpoints record about their data.
 
 Trained checkpoints carry the input normalisation, class names, task, feature and target standardisation of
 their data set; predict on PNGs / CSV rows and evaluate on regression, tabular and ImageFolder data use them.
@@ -83,7 +83,7 @@ def _one_error_line(err: str, *fragments: str) -> str:
 
 # ---------------------------------------------------------------------- images: the stored normalisation
 def test_predict_on_validation_pngs_matches_evaluate_without_mean_std(digits_ckpt, tmp_path, capsys):
-    """Issue 12, defect 2: with no --mean / --std, predict on the validation images written as PNGs gave 16/50.
+    """With no --mean / --std, predict normalises PNGs as the checkpoint records (unnormalised, 16/50 were right).
 
     evaluate (the tensors) and predict (the PNGs) draw the same posterior samples: seed 0, the same batches of 256
     in the same order. They differ only by the PNGs' 8-bit quantisation (at most 0.5/255 per pixel, 0.005 after
@@ -145,7 +145,9 @@ def test_old_checkpoint_without_normalisation_still_predicts_with_the_warning(di
     (["--mean", "0.3"], ["--mean needs --std too"]),
 ])
 def test_predict_and_convert_reject_bad_normalisation(digits_ckpt, tmp_path, capsys, flags, fragments):
-    """Issue 12, defects 10 and 13: `--mean nan` wrote nan probabilities; "--mean needs 1 or 1 values"."""
+    """predict and convert refuse a non-finite --mean / --std (it wrote nan probabilities), one without the other,
+    and a count the network's channels do not take (saying how many they take, not "--mean needs 1 or 1 values");
+    nothing is written."""
     from autobayes.models import build_model
 
     image = tmp_path / "x.png"
@@ -193,7 +195,8 @@ def _diabetes_validation(seed: int):
 
 
 def test_evaluate_regression_in_original_units_on_the_training_split(diabetes_ckpt, tmp_path, capsys):
-    """Issue 12, defect 6: `autobayes evaluate diab/best.safetensors` said it supports classification only."""
+    """evaluate reports a regression checkpoint in the targets' original units (it said it supports classification
+    only)."""
     out = tmp_path / "ev"
     assert main(["evaluate", str(diabetes_ckpt), "--out", str(out), "--n-samples", "20"]) == 0
     table = capsys.readouterr().out
@@ -269,7 +272,7 @@ def test_predict_csv_rows_of_a_regression_checkpoint(diabetes_ckpt, tmp_path, ca
 
 
 def test_tabular_classification_evaluate_and_predict(cancer_ckpt, tmp_path, capsys):
-    """Issue 12, defect 6: predict on a breast-cancer checkpoint failed with "has no image_size"."""
+    """evaluate and predict read a tabular classifier's data (predict failed with "has no image_size")."""
     from sklearn.datasets import load_breast_cancer
 
     assert main(["evaluate", str(cancer_ckpt), "--out", str(tmp_path / "ev"), "--n-samples", "10"]) == 0
@@ -295,8 +298,8 @@ def test_tabular_classification_evaluate_and_predict(cancer_ckpt, tmp_path, caps
 
 # ---------------------------------------------------------------------- ImageFolder and image folders
 def test_evaluate_on_a_grayscale_image_folder(digits_ckpt, tmp_path, capsys):
-    """Issue 12, defect 7: ImageFolder data was read as RGB and resized to 64 px ("has 3x8x8 images but the
-    network takes 1x8x8"). The folder holds the validation PNGs (as train/ and val/); evaluate on the tensors
+    """A grayscale ImageFolder is read as grayscale at its own size (it was read as RGB and resized to 64 px: "has
+    3x8x8 images but the network takes 1x8x8"). The folder holds the validation PNGs (as train/ and val/); evaluate on the tensors
     and on the folder differ by the PNGs' quantisation and by the order of the examples (so by the draws): an
     example changes class only near a tie, we allow 3 points of accuracy."""
     images, labels = _digits_validation()

@@ -1,4 +1,4 @@
-"""Run folders (issue 12, item 1): `autobayes train --out DIR` never loses a finished run. A folder holding a run
+"""Run folders: `autobayes train --out DIR` never loses a finished run. A folder holding a run
 needs --force (replace it: the old run's files go first, so old and new never mix) or --resume (continue it);
 the log always matches the checkpoint it sits beside. Budgets: fcnet with 8 hidden units on breast_cancer,
 1-3 epochs (about a second each)."""

@@ -1,7 +1,6 @@
-"""`autobayes train` as a new user meets it (issue 12): fine-tuning a checkpoint with --init, module:factory from
-the current directory (item 5); a layer filter that matches nothing (item 8); the loss shown as NLL + KL term and
-the warning when the KL term dominates (item 11); one-line usage errors, "1 epoch", architecture suggestions
-(item 13). Budgets: fcnet with 8 hidden units on breast_cancer, 1-4 epochs (well under a second each)."""
+"""`autobayes train` as a new user meets it: one-line usage errors, "1 epoch", architecture suggestions;
+fine-tuning a checkpoint with --init, module:factory from the current directory; a layer filter that matches
+nothing; the loss shown as NLL + KL term and the warning when the KL term dominates. Budgets: fcnet with 8 hidden units on breast_cancer, 1-4 epochs (well under a second each)."""
 
 from __future__ import annotations
 
@@ -45,7 +44,7 @@ def checkpoint(tmp_path_factory):
     return out / "best.safetensors"
 
 
-# ---------------------------------------------------------------------- item 13: usage errors, wording
+# ---------------------------------------------------------------------- usage errors, wording
 def test_usage_errors_are_one_line_that_names_the_help(capsys):
     assert main(["train", "--epochs", "x"]) == 2
     _one_line(capsys.readouterr().err, "argument --epochs: invalid int value: 'x'", "(see autobayes train --help)")
@@ -77,7 +76,7 @@ def test_unknown_architecture_suggests_torchvision_and_timm_names():
         build_model("digits_cnm")
 
 
-# ---------------------------------------------------------------------- item 5: --init, module:factory from cwd
+# ---------------------------------------------------------------------- --init, module:factory from cwd
 def test_init_fine_tunes_the_checkpoint(checkpoint, tmp_path, capsys):
     out = tmp_path / "ft"
     # lr 1e-9: two epochs of Adam move each mean by at most ~2 * 18 steps * 1e-9, so the result is the
@@ -122,7 +121,7 @@ def test_module_factory_is_found_in_the_current_directory(tmp_path, monkeypatch,
     monkeypatch.delitem(sys.modules, "my_tiny_models", raising=False)
 
 
-# ---------------------------------------------------------------------- item 8: a filter that matches nothing
+# ---------------------------------------------------------------------- a filter that matches nothing
 def test_a_filter_that_converts_nothing_is_an_error(tmp_path, capsys):
     model = build_model("fcnet", num_classes=2, in_channels=1, image_size=None, num_features=30, hidden=[8])
     with pytest.raises(ConfigError) as caught:
@@ -153,7 +152,7 @@ def test_a_deterministic_network_only_when_asked_and_then_said(tmp_path, capsys)
     assert bnn(torch.zeros(2, 30)).kl.item() == 0.0
 
 
-# ---------------------------------------------------------------------- item 11: NLL and KL term apart
+# ---------------------------------------------------------------------- NLL and KL term apart
 def test_log_keeps_its_columns_and_adds_the_kl_term_at_the_end():
     old = ("epoch", "train_loss", "train_acc", "train_avg_batch_time", "train_epoch_time", "n_mc_iter", "val_loss",
            "val_acc", "val_avg_batch_time", "val_epoch_time", "n_test_iter", "occupied_mb", "train_kl", "val_nll",

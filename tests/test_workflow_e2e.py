@@ -1,4 +1,4 @@
-"""The train -> convert -> fine-tune -> evaluate -> predict workflow, end to end, as a user runs it (issue 12).
+"""The train -> convert -> fine-tune -> evaluate -> predict workflow, end to end, as a user runs it.
 
 A deterministic torchvision ResNet-18 is trained on scikit-learn's digits with plain cross-entropy and saved as a
 state dict; then, on the command line, ``autobayes convert`` turns it into a Bayesian checkpoint (recording the
