@@ -516,3 +516,8 @@ def test_fallback_hint_is_generic_when_the_forward_takes_kwargs():
     message = _fallback_warning(Kwargs())
     assert "concrete_args={'<argument name>': <value>}" in message and "flag" not in message, message
 
+
+def test_report_names_a_converted_root_module_instead_of_root_placeholder():
+    text = str(autobayes.bayesify(nn.Linear(4, 2)).bayes_report)
+    assert "<root>" not in text
+    assert "(the model itself)  Linear" in text, text
