@@ -48,6 +48,9 @@ class DistContext:
         world_size: number of processes (1 in a single-process run).
         device: the device this rank trains on.
         owns_group: ``setup`` created the process group (and :meth:`close` destroys it).
+
+    Also a context manager: ``with setup(device) as ctx:`` closes on leaving, with the barrier only when the block
+    ended without an exception.
     """
 
     rank: int = 0
