@@ -378,7 +378,7 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
                     stacklevel=2,
                 )
         summaries = []
-        with torch.no_grad(), _kl_off(bnn):
+        with torch.no_grad(), _kl_off(bnn), _cached_scales(bnn):
             for x, y in _batches(data, progress):
                 x = x.to(device)
                 k = fixed_k or _auto_k(x, n_samples, chunk_size, memory_budget_mb)
@@ -511,6 +511,12 @@ def _draw_seeds(seed: int, index: int, n: int) -> Tuple[int, ...]:
     """``n`` independent 63-bit seeds for the ``index``-th sample (numpy's ``SeedSequence`` spawning)."""
     return tuple(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
                  for child in np.random.SeedSequence([seed, index]).spawn(n))
+
+
+def _cached_scales(model: nn.Module):
+    from .nn.parameter import cached_scales
+
+    return cached_scales(model)
 
 
 def _kl_off(model: nn.Module):

@@ -320,3 +320,19 @@ def test_checkpoint_written_before_the_change_loads_as_it_was():
     # the same configuration, built now, starts at the per-weight std it names
     fresh = BayesLinear(4, 8, config=bnn.bayes_config.for_layer("1"))
     torch.testing.assert_close(fresh.weight_posterior.std, torch.full((8, 4), 1e-2))
+
+
+def test_cached_scales_reuse_the_scale_only_without_gradients_and_follow_changes():
+    from autobayes.nn.parameter import cached_scales
+
+    torch.manual_seed(0)
+    layer = BayesLinear(4, 3, config=BayesConfig(posterior="radial", init_scale=0.1))
+    p = layer.weight_posterior
+    with torch.no_grad(), cached_scales(layer):
+        assert p.variance is p.variance  # kept between forwards
+        before = p.variance.clone()
+        p.log_var.add_(1.0)  # an in-place change bumps the version: recomputed
+        torch.testing.assert_close(p.variance, before * math.e)
+    with cached_scales(layer):
+        assert p.variance is not p.variance and p.variance.requires_grad  # gradients on: never kept
+    assert p._cache is None

@@ -14,7 +14,7 @@ from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 
-__all__ = ["BayesParameter", "initial_log_var"]
+__all__ = ["BayesParameter", "cached_scales", "initial_log_var"]
 
 _MIN_SCALE = 1e-8
 #: The default range of the log of a tensor's total initial posterior variance (see :func:`initial_log_var`).
@@ -72,6 +72,7 @@ class BayesParameter(nn.Module):
         self.use_mean = False
         #: When not ``None``, :meth:`sample` draws its noise from this seed (the same weights at every call).
         self.draw_seed: Optional[int] = None
+        self._cache: Optional[dict] = None  # scale / variance kept between forwards, see cached_scales
 
     @property
     def scale(self) -> Tensor:
@@ -86,6 +87,9 @@ class BayesParameter(nn.Module):
     @property
     def variance(self) -> Tensor:
         """Per-element posterior variance ``sigma^2 E[xi_j^2]``."""
+        return self._cached("variance", self._variance)
+
+    def _variance(self) -> Tensor:
         m2 = self.posterior.second_moment(self.mu.numel())
         return torch.exp(self.log_var) if m2 == 1.0 else torch.exp(self.log_var) * m2
 
@@ -97,15 +101,23 @@ class BayesParameter(nn.Module):
         :func:`autobayes.uncertainty.predict` with ``seed=`` uses it to give every batch and every data set
         the same posterior draws.
         """
+        scale = self._cached("scale", lambda: self.scale)
         if self.draw_seed is None:
-            xi = self._noise()
-        else:
-            with _seeded(self.draw_seed, self.mu.device):
-                xi = self._noise()
-        return torch.addcmul(self.mu, self.scale, xi)
+            return self.posterior.sample_weights(self.mu, scale)
+        with _seeded(self.draw_seed, self.mu.device):
+            return self.posterior.sample_weights(self.mu, scale)
 
-    def _noise(self) -> Tensor:
-        return self.posterior.sample_noise(1, tuple(self.mu.shape), device=self.mu.device, dtype=self.mu.dtype)[0]
+    def _cached(self, name: str, compute):
+        """``compute()``, kept between calls inside :func:`cached_scales` while no gradient is recorded (and
+        recomputed whenever ``log_var`` changes)."""
+        if self._cache is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return compute()
+        lv = self.log_var
+        key = (lv._version, lv.data_ptr(), lv.dtype, lv.device)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._cache[name] = (key, compute())
+        return hit[1]
 
     def forward(self) -> Tensor:
         return self.mu if self.use_mean else self.sample()
@@ -120,6 +132,29 @@ class BayesParameter(nn.Module):
         return (
             f"shape={tuple(self.mu.shape)}, posterior={self.posterior.name}, kl={self.kl_method}, n_mc={self.n_mc}"
         )
+
+
+@contextlib.contextmanager
+def cached_scales(model: nn.Module) -> Iterator[None]:
+    """Compute each posterior's scale and variance once, not at every forward, while no gradient is recorded.
+
+    Monte Carlo prediction runs hundreds of forwards with fixed parameters; sampling the weights costs passes over
+    every tensor, and ``exp(log_var / 2)`` was one of them. Inside this context (used by
+    :func:`autobayes.predict`) a :class:`BayesParameter` keeps them until the context ends or ``log_var``
+    changes (its version counter); with gradients enabled nothing is kept.
+
+    Example:
+        >>> with torch.no_grad(), cached_scales(bnn):  # doctest: +SKIP
+        ...     samples = [bnn(x).output for _ in range(100)]
+    """
+    params = [m for m in model.modules() if isinstance(m, BayesParameter)]
+    for p in params:
+        p._cache = {}
+    try:
+        yield
+    finally:
+        for p in params:
+            p._cache = None
 
 
 @contextlib.contextmanager
