@@ -189,8 +189,8 @@ def initial_log_var(mean: Tensor, config: BayesConfig, second_moment: float, *, 
     Example:
         >>> cfg = BayesConfig(posterior="radial", init_scale=1e-2)
         >>> lv = initial_log_var(torch.zeros(10, 10), cfg, second_moment=1 / 100)
-        >>> float((lv.exp() / 100).sqrt()[0, 0])  # the per-weight std
-        0.01...
+        >>> round(float((lv.exp() / 100).sqrt()[0, 0]), 6)  # the per-weight std, sigma sqrt(1/d)
+        0.01
     """
     shift = math.log(second_moment)  # log sigma^2 = log s^2 - log E[xi_j^2]
     if config.moped_delta is not None and from_weights:
