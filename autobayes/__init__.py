@@ -31,6 +31,7 @@ from .data import DatasetInfo, load_dataset
 from .models import build_model
 from .training import TrainResult, train
 from .uncertainty import ClassificationSummary, RegressionSummary, classification_summary, predict, regression_summary
+from .uncertainty import OODScores, score_ood
 from .nn import (
     BayesConv1d,
     BayesConv2d,
@@ -120,6 +121,8 @@ __all__ = [
     "regression_summary",
     "ClassificationSummary",
     "RegressionSummary",
+    "score_ood",
+    "OODScores",
     "accuracy",
     "nll",
     "brier_score",

@@ -131,10 +131,12 @@ def bayesify(
         except TraceFailure as failure:
             if mode == "fx":
                 raise failure.to_error() from failure.error
-            fixes = "; ".join(failure.fixes())
+            graph_fixes = [f for f in failure.fixes() if "mode='swap'" not in f]
+            hint = (f" To use the graph route instead: {'; '.join(graph_fixes)}" if graph_fixes
+                    else " Pass mode='swap' to convert this way without the warning.")
             warnings.warn(
                 f"{failure.summary()}. autobayes falls back to mode='swap' (layers swapped in place, KL collected "
-                f"per forward). To use the graph route instead: {fixes}",
+                f"per forward).{hint}",
                 stacklevel=2,
             )
             report.notes.append(f"fell back to swap mode: {failure.summary()}")

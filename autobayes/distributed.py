@@ -9,14 +9,23 @@
   rank 0's result.
 
 The backend is ``gloo`` on the CPU and ``nccl`` on CUDA (rank ``r`` of a node on ``cuda:LOCAL_RANK``).
+
+Shutting down: :meth:`DistContext.close` waits at a barrier before it destroys the group, so that no rank closes its
+connections while a peer is still in a collective. A rank that :func:`launch` started then ends without Python's
+interpreter teardown (see :func:`_exit_launched_rank`): ``DistributedDataParallel`` keeps the gloo backend alive
+after ``destroy_process_group``, and a gloo worker thread that drops the last reference to a Python-owned tensor
+while the interpreter finalizes aborts the process (``terminate called without an active exception``).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
@@ -39,6 +48,9 @@ class DistContext:
         world_size: number of processes (1 in a single-process run).
         device: the device this rank trains on.
         owns_group: ``setup`` created the process group (and :meth:`close` destroys it).
+
+    Also a context manager: ``with setup(device) as ctx:`` closes on leaving, with the barrier only when the block
+    ended without an exception.
     """
 
     rank: int = 0
@@ -85,10 +97,36 @@ class DistContext:
         if self.active:
             dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
+    def close(self, barrier: Optional[bool] = None) -> None:
+        """Leave the process group :func:`setup` created (nothing to do for one it did not create).
+
+        With ``barrier`` (the default unless an exception is propagating, e.g. ``close`` in a ``finally`` after
+        a failure, where the peers may never reach a barrier) every rank first waits until all ranks got here:
+        a rank that tears its connections down while a peer is still inside a collective fails that peer.
+
+        Example:
+            >>> ctx = setup(torch.device("cpu"))
+            >>> try:
+            ...     pass  # train
+            ... finally:
+            ...     ctx.close()
+        """
+        if not (self.owns_group and dist.is_initialized()):
+            return
+        if barrier is None:
+            barrier = sys.exc_info()[1] is None
+        try:
+            if barrier:
+                self.barrier()
+        finally:
             dist.destroy_process_group()
             self.owns_group = False
+
+    def __enter__(self) -> "DistContext":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(barrier=exc is None)
 
 
 def env_world_size() -> int:
@@ -137,7 +175,9 @@ def launch(fn: Callable[..., Any], kwargs: Dict[str, Any], nproc: int, device: t
     """Run ``fn(**kwargs)`` in ``nproc`` fresh processes forming one process group; return rank 0's result.
 
     The processes are started with ``spawn`` (so ``kwargs`` must pickle: no lambdas or local classes), on the
-    loopback interface with a free port. An exception in any rank is raised here.
+    loopback interface with a free port. An exception in any rank is raised here. A rank whose ``fn`` returned
+    leaves the process group (if ``fn`` did not) and ends without interpreter teardown: see
+    :func:`_exit_launched_rank`.
     """
     import torch.multiprocessing as mp
 
@@ -164,6 +204,37 @@ def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], kwargs: Di
     result = fn(**kwargs)
     if rank == 0:
         torch.save(result, result_path)
+    del result
+    _exit_launched_rank()
+
+
+def _exit_launched_rank() -> None:
+    """End a rank whose work is done: leave the group, do what a normal exit does, skip interpreter teardown.
+
+    ``DistributedDataParallel`` keeps a reference to the gloo backend that outlives the DDP object, so
+    ``destroy_process_group`` does not stop the backend's worker threads (measured with torch 2.14: after a DDP
+    was built, its ``pt_gloo_runloop`` threads are still running after ``destroy_process_group()`` and
+    ``gc.collect()``; without DDP they are joined). Such a thread drops its reference to a collective's tensors
+    just after the collective completes; when the main thread has already let go of a tensor, that drop needs the
+    GIL, and once the interpreter is finalizing a thread taking the GIL is ended inside a C++ destructor:
+    ``std::terminate`` (``terminate called without an active exception``, SIGABRT) in a run whose results were
+    already written. So, after the barrier of :meth:`DistContext.close`: join Python's own non-daemon threads,
+    run the ``atexit`` handlers (logging, multiprocessing's finalizers), flush, and ``os._exit(0)`` -- what a
+    ``fork``-started multiprocessing child does anyway.
+    """
+    if dist.is_available() and dist.is_initialized():  # fn joined the group (setup) and did not leave it
+        dist.barrier()
+        dist.destroy_process_group()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # closed or replaced streams: nothing left to flush
+            pass
+    os._exit(0)
 
 
 def _free_port() -> int:

@@ -26,7 +26,9 @@ PathLike = Union[str, os.PathLike]
 
 def plot_reliability_diagram(probs: Any, labels: Any, path: PathLike, n_bins: int = 15,
                              title: str = "Reliability diagram") -> PathLike:
-    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and the ECE.
+    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and the ECE; below it,
+    a panel with the number of examples in each bin (bars, each labelled with its count), so that a bin's
+    accuracy can be weighed by how many examples it rests on.
 
     Args:
         probs: ``(N, C)`` predictive probabilities.
@@ -42,7 +44,7 @@ def plot_reliability_diagram(probs: Any, labels: Any, path: PathLike, n_bins: in
         >>> plot_reliability_diagram(summary.mean, summary.targets, "runs/reliability.png")  # doctest: +SKIP
     """
     table = reliability_table(probs, labels, n_bins)
-    fig, ax = _figure()
+    fig, (ax, ax_counts) = _figure(rows=2, height_ratios=(3, 1), size=(6, 6))
     width = np.diff(table.edges)
     acc = np.nan_to_num(table.accuracy)
     ax.bar(table.edges[:-1], acc, width=width, align="edge", color="tab:blue", edgecolor="black", alpha=0.8,
@@ -50,9 +52,14 @@ def plot_reliability_diagram(probs: Any, labels: Any, path: PathLike, n_bins: in
     conf = np.where(table.counts > 0, table.confidence, np.nan)
     ax.plot(table.edges[:-1] + width / 2, conf, "o", color="tab:red", markersize=4, label="mean confidence")
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy",
-           title=f"{title} (ECE = {table.ece:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title} (ECE = {table.ece:.3f})")
     ax.legend(loc="upper left", framealpha=0.95, fontsize="small")
+    bars = ax_counts.bar(table.edges[:-1], table.counts, width=width, align="edge", color="tab:gray",
+                         edgecolor="black", label="examples per bin")
+    ax_counts.bar_label(bars, labels=[str(int(c)) if c else "" for c in table.counts], fontsize="x-small",
+                        padding=1)
+    ax_counts.set(xlim=(0, 1), ylim=(0, 1.25 * max(1, int(table.counts.max()))),
+                  xlabel="confidence (max probability)", ylabel=f"examples (N={int(table.counts.sum())})")
     return _save(fig, path)
 
 
@@ -163,13 +170,17 @@ def plot_regression_band(x: Any, mean: Any, lower: Any, upper: Any, path: PathLi
     return _save(fig, path)
 
 
-def _figure():
+def _figure(rows: int = 1, height_ratios: Optional[Sequence[float]] = None, size: Tuple[float, float] = (6, 4.5)):
+    """A figure on the Agg canvas and its axes: one, or ``rows`` stacked with a shared x axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4.5), dpi=100)
+    fig = Figure(figsize=size, dpi=100)
     FigureCanvasAgg(fig)  # the Agg canvas, whatever pyplot's backend; no global pyplot state
-    return fig, fig.add_subplot(1, 1, 1)
+    if rows == 1:
+        return fig, fig.add_subplot(1, 1, 1)
+    axes = fig.subplots(rows, 1, sharex=True, gridspec_kw={"height_ratios": height_ratios})
+    return fig, tuple(axes)
 
 
 def _save(fig, path: PathLike) -> PathLike:

@@ -73,7 +73,7 @@ def test_options_reach_the_layers():
     torch.testing.assert_close(wp.scale, torch.full_like(wp.scale, 0.01))
     model = SmallCNN()
     bnn = autobayes.bayesify(model, moped_delta=0.1, prior_loc="weights")
-    torch.testing.assert_close(bnn.fc.weight_posterior.scale, (0.1 * model.fc.weight.abs()).clamp_min(1e-8))
+    torch.testing.assert_close(bnn.fc.weight_posterior.std, (0.1 * model.fc.weight.abs()).clamp_min(1e-8))
     cfg = BayesConfig(posterior="gaussian")
     assert autobayes.bayesify(SmallCNN(), cfg, n_mc=3).bayes_config.n_mc == 3
 

@@ -3,6 +3,7 @@
 ``train(nproc=2)`` end to end (only rank 0 writes). Tiny models and few steps: the spawns dominate (~10 s each)."""
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,80 @@ def test_train_nproc_2_end_to_end(tmp_path):
     restored = autobayes.load(tmp_path / "last.safetensors")
     for (name, a), (_, b) in zip(restored.state_dict().items(), result.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+class _SlowTeardown:
+    """Freed (slowly) while the interpreter finalizes, as a large model or data set held by a module can be."""
+
+    def __del__(self):
+        time.sleep(5.0)
+
+
+def _leave_while_the_peer_is_in_a_collective(n_ops: int) -> str:
+    """The end of a DDP run, made deterministic: rank 0 queues its last all-reduces (of Python-owned tensors) and
+    leaves the group, while rank 1 reaches these collectives two seconds later, during rank 0's slow teardown."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ctx = distributed.setup(torch.device("cpu"))
+    try:
+        ddp = DistributedDataParallel(_tiny_bnn())  # DDP keeps the gloo backend (and its threads) alive past close()
+        if ctx.rank == 1:
+            time.sleep(2.0)
+        works = [dist.all_reduce(torch.full((1024,), float(i)), async_op=True) for i in range(n_ops)]
+        if ctx.rank == 1:
+            for work in works:
+                work.wait()
+        del ddp, works
+    finally:
+        ctx.close()
+    if ctx.rank == 0:
+        globals()["_teardown"] = _SlowTeardown()
+    return "done"
+
+
+def test_a_rank_leaving_while_its_peer_is_in_a_collective_does_not_fail_the_run():
+    # Before the fix, rank 0 destroyed the group at once and entered interpreter teardown while gloo's threads (kept
+    # alive by DDP) still held its tensors; when rank 1 completed the collectives, a gloo thread dropping a tensor
+    # took the GIL of the finalizing interpreter: "terminate called without an active exception" (SIGABRT), and
+    # launch raised although the work had been done.
+    assert distributed.launch(_leave_while_the_peer_is_in_a_collective, {"n_ops": 32}, WORLD, torch.device("cpu"),
+                              threads=1) == "done"
+
+
+def test_close_waits_at_a_barrier_unless_an_exception_propagates(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda **kw: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+
+    def ctx():
+        return distributed.DistContext(rank=0, world_size=WORLD, owns_group=True)
+
+    ctx().close()  # a normal end: no rank tears its connections down while a peer is still in a collective
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(ValueError):
+        context = ctx()
+        try:
+            raise ValueError("a rank failed")
+        finally:
+            context.close()  # the peers may never reach a barrier: destroy at once
+    assert calls == ["destroy"]
+    calls.clear()
+    with pytest.raises(ValueError), ctx():
+        raise ValueError("a rank failed")
+    assert calls == ["destroy"]
+    calls.clear()
+    with ctx():
+        pass
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    closed = ctx()
+    closed.close()
+    closed.close()  # closing twice destroys once
+    assert calls == ["barrier", "destroy"]
+    distributed.DistContext(rank=0, world_size=WORLD, owns_group=False).close()  # a group setup did not create
+    assert calls == ["barrier", "destroy"]
 
 
 def test_nproc_is_rejected_under_torchrun(monkeypatch):

@@ -131,9 +131,9 @@ def test_from_deterministic_keeps_weights_and_sets_scales():
     lin = nn.Linear(4, 3)
     layer = BayesLinear.from_deterministic(lin, BayesConfig(init_scale=1e-3))
     assert torch.equal(layer.weight, lin.weight) and torch.equal(layer.bias, lin.bias)
-    torch.testing.assert_close(layer.weight_posterior.scale, torch.full((3, 4), 1e-3))
+    torch.testing.assert_close(layer.weight_posterior.std, torch.full((3, 4), 1e-3))  # per-weight std
     moped = BayesLinear.from_deterministic(lin, BayesConfig(moped_delta=0.1))
-    torch.testing.assert_close(moped.weight_posterior.scale, 0.1 * lin.weight.detach().abs())
+    torch.testing.assert_close(moped.weight_posterior.std, 0.1 * lin.weight.detach().abs())
     fresh = BayesLinear(50, 40)
     lv = fresh.weight_posterior.log_var
     assert lv.min() >= -3 and lv.max() <= -2  # default log-variance range of the paper repository
@@ -160,3 +160,131 @@ def test_to_dtype_moves_priors_too():
 def test_from_deterministic_rejects_the_wrong_type():
     with pytest.raises(ConfigError, match="expects an instance of Linear, got Conv2d"):
         BayesLinear.from_deterministic(nn.Conv2d(1, 1, 1))
+
+
+# --------------------------------------------------------------------------- initial per-weight std
+@pytest.fixture(scope="module")
+def uniform_posterior():
+    """A user-registered family with E[xi_j^2] = 1/3 (xi uniform on (-1, 1)): init must use its second_moment."""
+    from autobayes.posteriors import POSTERIORS, Posterior, register_posterior
+
+    if "test_uniform13" not in POSTERIORS.names():
+        @register_posterior("test_uniform13")
+        class Uniform13(Posterior):
+            default_forward = "sample"
+            elementwise = True
+
+            def sample_noise(self, n, shape, *, device=None, dtype=None):
+                return torch.rand((n, *shape), device=device, dtype=dtype) * 2 - 1
+
+            def noise_entropy(self, numel):
+                return numel * math.log(2.0)
+
+            def second_moment(self, numel):
+                return 1.0 / 3.0
+
+    return "test_uniform13"
+
+
+FAMILIES = ["gaussian", "radial", "laplace", "logistic"]
+
+
+@pytest.mark.parametrize("posterior", FAMILIES + ["user"])
+def test_init_options_set_the_per_weight_std_whatever_the_family(posterior, uniform_posterior):
+    """init_scale, moped_delta and init_log_var set sigma * sqrt(E[xi_j^2]), not the family's internal sigma.
+
+    Before the fix the Radial's per-weight std was init_scale / sqrt(d) (here d = 512 * 512: 512x too small),
+    the Laplace's sqrt(2) init_scale and the logistic's (pi / sqrt(3)) init_scale.
+    """
+    posterior = uniform_posterior if posterior == "user" else posterior
+    torch.manual_seed(0)
+    lin = nn.Linear(512, 512)
+    layer = BayesLinear.from_deterministic(lin, BayesConfig(posterior=posterior, init_scale=1e-2))
+    for p in layer.posteriors():
+        torch.testing.assert_close(p.std, torch.full_like(p.mu, 1e-2))
+    moped = BayesLinear.from_deterministic(lin, BayesConfig(posterior=posterior, moped_delta=0.1))
+    torch.testing.assert_close(moped.weight_posterior.std, 0.1 * lin.weight.detach().abs())
+    ranged = BayesLinear(64, 8, config=BayesConfig(posterior=posterior, init_log_var=(-9.0, -8.0)))
+    for p in ranged.posteriors():
+        log_var = p.variance.log()
+        assert log_var.min() >= -9.0 - 1e-5 and log_var.max() <= -8.0 + 1e-5
+        assert log_var.max() - log_var.min() > 0.5  # drawn over the range, not constant
+
+
+@pytest.mark.parametrize("posterior", FAMILIES)
+def test_default_init_gives_each_tensor_a_total_variance_between_exp_minus_3_and_exp_minus_2(posterior):
+    """The default (init_log_var=None): per-weight log-variance uniform in (-3 - log d, -2 - log d), the same for
+    every family; for the Radial that is its old internal log sigma^2 ~ U(-3, -2), unchanged."""
+    torch.manual_seed(0)
+    layer = BayesLinear(50, 40, config=BayesConfig(posterior=posterior))
+    for p in layer.posteriors():
+        shifted = p.variance.log() + math.log(p.mu.numel())
+        assert shifted.min() >= -3 - 1e-5 and shifted.max() <= -2 + 1e-5
+    torch.manual_seed(0)
+    radial = BayesLinear(50, 40, config=BayesConfig(posterior="radial"))
+    assert radial.weight_posterior.log_var.min() >= -3 and radial.weight_posterior.log_var.max() <= -2
+
+
+@pytest.mark.parametrize("posterior", FAMILIES)
+def test_linear_output_std_under_init_scale_is_the_same_for_every_family(posterior):
+    """y = W x + b with W, b drawn from the posterior (forward="sample": exact for every family).
+
+    With per-weight std s and uncorrelated noise (true of every family here, the Radial included),
+    Var[y_k] = s^2 (||x||^2 + 1) for every output k, whatever the family. Per weight draw i the statistic
+    t_i = mean_k (y_ik - E y_k)^2 / Var[y_k] has mean 1; the n = 1500 draws are independent (the outputs
+    within a draw need not be), so mean(t) is within 4 standard errors, SE = std(t) / sqrt(n), of 1.
+    Before the fix the Radial's mean(t) was 1 / (128 * 64) and the Laplace's 2.
+    """
+    torch.manual_seed(11)
+    s, n = 1e-2, 1500
+    layer = BayesLinear(128, 64, config=BayesConfig(posterior=posterior, init_scale=s, forward="sample"))
+    x = torch.randn(1, 128)
+    with torch.no_grad():
+        expected_var = s**2 * (x.pow(2).sum() + 1)
+        mean = layer.to_deterministic()(x)
+        t = torch.stack([((layer(x) - mean) ** 2).mean() for _ in range(n)]).double() / expected_var
+    se = t.std() / math.sqrt(n)
+    assert abs(t.mean() - 1) < 4 * se, (float(t.mean()), float(se))
+
+
+def test_checkpoint_written_before_the_change_loads_as_it_was():
+    """tests/data/pre_issue12_init_scale.safetensors: fcnet(4 -> 8 -> 3), Radial with a Laplace head,
+    init_scale=1e-2, written by the code before init_scale meant the per-weight std (commit a74a0db), when
+    log_var held log(1e-2^2) for every family. Loading restores those log-variances exactly (nothing is
+    re-derived from the saved init_scale), so the Radial's per-weight std is still 1e-2 / sqrt(d)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    import autobayes
+
+    path = Path(__file__).parent / "data" / "pre_issue12_init_scale.safetensors"
+    saved = load_file(str(path))
+    bnn = autobayes.load(path)
+    state = bnn.state_dict()
+    for key, value in saved.items():
+        assert torch.equal(state[key], value), key
+    first, head = bnn.get_submodule("1").weight_posterior, bnn.get_submodule("3").weight_posterior
+    assert first.posterior.name == "radial" and head.posterior.name == "laplace"
+    torch.testing.assert_close(first.log_var, torch.full((8, 4), 2 * math.log(1e-2)))
+    torch.testing.assert_close(first.std, torch.full((8, 4), 1e-2 / math.sqrt(32)))
+    torch.testing.assert_close(head.std, torch.full((3, 8), 1e-2 * math.sqrt(2)))
+    # the same configuration, built now, starts at the per-weight std it names
+    fresh = BayesLinear(4, 8, config=bnn.bayes_config.for_layer("1"))
+    torch.testing.assert_close(fresh.weight_posterior.std, torch.full((8, 4), 1e-2))
+
+
+def test_cached_scales_reuse_the_scale_only_without_gradients_and_follow_changes():
+    from autobayes.nn.parameter import cached_scales
+
+    torch.manual_seed(0)
+    layer = BayesLinear(4, 3, config=BayesConfig(posterior="radial", init_scale=0.1))
+    p = layer.weight_posterior
+    with torch.no_grad(), cached_scales(layer):
+        assert p.variance is p.variance  # kept between forwards
+        before = p.variance.clone()
+        p.log_var.add_(1.0)  # an in-place change bumps the version: recomputed
+        torch.testing.assert_close(p.variance, before * math.e)
+    with cached_scales(layer):
+        assert p.variance is not p.variance and p.variance.requires_grad  # gradients on: never kept
+    assert p._cache is None

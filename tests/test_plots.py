@@ -27,6 +27,23 @@ def test_reliability_diagram(tmp_path, classification):
     assert _is_png(path)
 
 
+def test_reliability_diagram_shows_the_examples_per_bin(tmp_path, classification, monkeypatch):
+    """A bin's accuracy means little without its size: a second panel draws the counts, each bar labelled."""
+    from autobayes.metrics import reliability_table
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    plots.plot_reliability_diagram(*classification, tmp_path / "reliability.png", n_bins=10)
+    counts = reliability_table(*classification, 10).counts
+    (fig,) = figures
+    assert len(fig.axes) == 2
+    panel = fig.axes[1]
+    np.testing.assert_array_equal([bar.get_height() for bar in panel.patches], counts)
+    labels = [text.get_text() for text in panel.texts]
+    assert labels == [str(int(c)) if c else "" for c in counts] and sum(map(int, filter(None, labels))) == 300
+
+
 def test_confidence_curve_plot(tmp_path, classification):
     probs, labels = classification
     path = plots.plot_confidence_curve(torch.tensor(probs), torch.tensor(labels), tmp_path / "conf.png")

@@ -288,3 +288,18 @@ def test_digits_trains_with_the_scale_mixture_prior():
     result = train("digits_cnn", "digits", epochs=3, n_test=5, progress=False, seed=0, prior="scale_mixture", n_mc=10)
     assert result.final["val_acc"] >= 0.85
     assert math.isfinite(result.final["train_kl"])
+
+
+@pytest.mark.parametrize("name", ["radial", "gaussian", "laplace", "logistic"])
+def test_sample_weights_is_mu_plus_scale_times_the_noise_law(name):
+    """sample_weights (the Radial's fused draw included) is mu + scale * xi with xi from sample_noise: from the
+    same random state it gives the same numbers (up to float rounding), and its gradient in scale is xi."""
+    posterior = POSTERIORS[name]
+    mu, scale = torch.randn(7, 5, dtype=torch.float64), torch.rand(7, 5, dtype=torch.float64).requires_grad_()
+    torch.manual_seed(9)
+    w = posterior.sample_weights(mu, scale)
+    torch.manual_seed(9)
+    xi = posterior.sample_noise(1, (7, 5), dtype=torch.float64)[0]
+    torch.testing.assert_close(w, mu + scale * xi)
+    w.sum().backward()
+    torch.testing.assert_close(scale.grad, xi)

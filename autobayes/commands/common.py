@@ -103,11 +103,13 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
                        help="option of the prior family (BayesConfig.prior_kwargs), VALUE as JSON, e.g. "
                        "--prior scale_mixture --prior-arg pi=0.25 --prior-arg sigma2=0.0025; repeatable")
     group.add_argument("--init-scale", type=float, default=None, metavar="SIGMA",
-                       help="constant initial posterior scale, e.g. 1e-3 to start close to the converted weights")
+                       help="initial posterior standard deviation of every weight (any posterior family), e.g. 1e-2 "
+                       "to start close to the converted weights")
     group.add_argument("--init-log-var", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                       help="initial posterior log-variance range")
+                       help="range of each weight's initial posterior log-variance (default: a tensor of d weights "
+                       "starts with total variance in (e^-3, e^-2))")
     group.add_argument("--moped-delta", type=float, default=None, metavar="D",
-                       help="MOPED initialisation: sigma = D * |w|")
+                       help="MOPED initialisation: per-weight posterior std D * |w|")
     group.add_argument("--layer-types", nargs="+", default=None, metavar="TYPE",
                        help="layer types to convert, e.g. Conv2d Linear")
     group.add_argument("--include", action="append", default=None, metavar="PATTERN",

@@ -47,7 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="data set (see autobayes.data.load_dataset), e.g. digits, cifar10 (default: the data set "
                         "recorded in the checkpoint by `autobayes train`)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="folder of the torchvision data sets (default ./data)")
-    parser.add_argument("--ood-data", default=None, metavar="NAME", help="an out-of-distribution data set to separate from --data")
+    parser.add_argument("--ood-data", default=None, metavar="NAME",
+                        help="an out-of-distribution data set to separate from --data (both sets are scored with "
+                        "the same --n-samples posterior draws, drawn from --seed)")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which split to evaluate")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -176,15 +178,19 @@ def run(args: argparse.Namespace) -> int:
     }
     ood = None
     if ood_data is not None:
-        torch.manual_seed(args.seed + 1)
-        ood = predict(bnn, DataLoader(ood_data, batch_size=args.batch_size), n_samples=args.n_samples,
-                      interval=args.interval, progress=False, device=device)
+        from ..uncertainty import score_ood
+
+        # Both sets scored with the same --n-samples posterior draws (drawn from --seed): the AUROC measures
+        # the data, not the draws each set happened to get.
+        ood = score_ood(bnn, loader, DataLoader(ood_data, batch_size=args.batch_size), n_samples=args.n_samples,
+                        seed=args.seed, interval=args.interval, progress=False, device=device)
         results.update(
             ood_data=args.ood_data,
-            ood_n_examples=int(ood.mean.shape[0]),
-            ood_auroc_mutual_information=metrics.auroc(summary.mutual_information, ood.mutual_information),
-            ood_auroc_predictive_entropy=metrics.auroc(summary.predictive_entropy, ood.predictive_entropy),
-            ood_mean_mutual_information=float(ood.mutual_information.double().mean()),
+            ood_n_examples=int(ood.out_of_distribution.mean.shape[0]),
+            ood_n_samples=ood.n_samples,
+            ood_auroc_mutual_information=ood.auroc_mutual_information,
+            ood_auroc_predictive_entropy=ood.auroc_predictive_entropy,
+            ood_mean_mutual_information=float(ood.out_of_distribution.mutual_information.double().mean()),
         )
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if ood is not None:
         with atomic_output(targets["ood_histogram.png"], overwrite=args.force) as tmp:
             plots.plot_uncertainty_histogram(
-                summary.mutual_information, ood.mutual_information, tmp,
+                ood.in_distribution.mutual_information, ood.out_of_distribution.mutual_information, tmp,
                 labels=(args.data, args.ood_data), score_name="mutual information (nats)",
             )
     print(_table(results))

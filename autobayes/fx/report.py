@@ -119,7 +119,8 @@ class ConversionReport:
             note = r.reason
             if r.used is False and not note:
                 note = "not used by the forward (no KL term)"
-            rows.append((r.name or "<root>", r.type, r.status, r.how, f"{r.n_params:,}", f"{r.n_bayes_params:,}", note))
+            name = r.name or "(the model itself)"  # the root module is itself a converted layer
+            rows.append((name, r.type, r.status, r.how, f"{r.n_params:,}", f"{r.n_bayes_params:,}", note))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
         lines = [f"autobayes conversion of {self.model} (mode={self.mode})"]
         for i, row in enumerate(rows):

@@ -14,6 +14,7 @@ Functions of timm's notrace registry and the ``autowrap_functions`` you pass are
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import traceback
@@ -75,13 +76,19 @@ def leaf_ancestors(model: nn.Module, leaf_types: Tuple[type, ...]) -> Dict[str, 
 
 
 class TraceFailure(Exception):
-    """Tracing failed; ``path`` / ``module_type`` say in which module, ``where`` the source line."""
+    """Tracing failed; ``path`` / ``module_type`` say in which module, ``where`` the source line.
 
-    def __init__(self, error: BaseException, path: Optional[str], module_type: Optional[type], mode: str) -> None:
+    ``concrete_args`` is the ``concrete_args={...}`` to suggest (from :func:`concrete_args_hint`), or ``None``
+    when fixing forward arguments cannot help.
+    """
+
+    def __init__(self, error: BaseException, path: Optional[str], module_type: Optional[type], mode: str,
+                 concrete_args: Optional[str] = None) -> None:
         self.error = error
         self.path = path
         self.module_type = module_type
         self.mode = mode
+        self.concrete_args = concrete_args
         self.where = _user_frame(error)
         super().__init__(self.summary())
 
@@ -99,10 +106,11 @@ class TraceFailure(Exception):
                 f"bnn = autobayes.bayesify({model_name}, leaf_modules=[{cls.__module__}.{cls.__qualname__}])"
                 f"  # keep {cls.__name__} opaque; its Linear/Conv layers still become Bayesian"
             )
-        fixes.append(
-            f"bnn = autobayes.bayesify({model_name}, concrete_args={{'flag': False}})"
-            f"  # fix the forward arguments the control flow depends on"
-        )
+        if self.concrete_args:
+            fixes.append(
+                f"bnn = autobayes.bayesify({model_name}, {self.concrete_args})"
+                f"  # fix the forward arguments the control flow depends on"
+            )
         fixes.append(f"bnn = autobayes.bayesify({model_name}, mode='swap')  # no tracing: swap layers in place")
         return fixes
 
@@ -112,6 +120,30 @@ class TraceFailure(Exception):
             f"{self.summary()}\nFixes:\n{fixes}\n"
             f"See what would be converted with autobayes.inspect_model({model_name}) (or `autobayes inspect`)."
         )
+
+
+def concrete_args_hint(model: nn.Module) -> Optional[str]:
+    """The ``concrete_args={...}`` to suggest for ``model``'s forward, with its own argument names.
+
+    The first positional argument is the input (fixing it would fix the data), and arguments without a default
+    are further inputs; the others are shown with their defaults when these are plain values (``None``, a bool,
+    number or string): ``concrete_args={'mask': None, 'return_features': False}``. A forward taking ``**kwargs``
+    (or one whose signature cannot be read) gets the generic form; ``None`` when no argument can be fixed.
+    """
+    generic = "concrete_args={'<argument name>': <value>}"
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return generic
+    P = inspect.Parameter
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    data = positional[0].name if positional else None
+    fixed = {p.name: p.default for p in params
+             if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) and p.name != data and p.default is not P.empty
+             and (p.default is None or isinstance(p.default, (bool, int, float, str)))}
+    if fixed:
+        return "concrete_args={" + ", ".join(f"{k!r}: {v!r}" for k, v in fixed.items()) + "}"
+    return generic if any(p.kind is P.VAR_KEYWORD for p in params) else None
 
 
 def _user_frame(error: BaseException) -> str:
@@ -189,6 +221,7 @@ def trace_modes(
     was_training = model.training
     graphs: Dict[str, fx.Graph] = {}
     failures: Dict[str, TraceFailure] = {}
+    hint = concrete_args_hint(model)
     try:
         for mode in ("eval", "train"):  # train last: train() clears caches some models fill in eval mode
             model.train(mode == "train")
@@ -197,7 +230,7 @@ def trace_modes(
                 graphs[mode] = tracer.trace(model, concrete_args=concrete_args)
             except Exception as err:  # noqa: BLE001 - any tracing error is reported with its location
                 path, mtype = tracer.failure or (None, None)
-                failures[mode] = TraceFailure(err, path, mtype, mode)
+                failures[mode] = TraceFailure(err, path, mtype, mode, hint)
             finally:
                 _purge_proxies(model)
     finally:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -13,16 +14,27 @@ from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 
-__all__ = ["BayesParameter"]
+__all__ = ["BayesParameter", "cached_scales", "initial_log_var"]
 
 _MIN_SCALE = 1e-8
+#: The default range of the log of a tensor's total initial posterior variance (see :func:`initial_log_var`).
+_DEFAULT_TOTAL_LOG_VAR = (-3.0, -2.0)
 
 
 class BayesParameter(nn.Module):
     """The posterior ``q(w) : w = mu + sigma * xi`` of one tensor, with its prior and KL settings.
 
-    Parameters: ``mu`` (the posterior mean) and ``log_var`` (``log sigma^2``, per element). The prior is the
-    submodule ``prior`` (its tensors are buffers, saved in the state dict).
+    Parameters: ``mu`` (the posterior mean) and ``log_var`` (``log sigma^2``, per element): the family's own
+    scale ``sigma``, not the weight's standard deviation. A weight's posterior variance is
+    ``sigma^2 E[xi_j^2]`` (:attr:`variance`; ``E[xi_j^2]`` is the family's
+    :meth:`~autobayes.posteriors.Posterior.second_moment`: 1 for the Gaussian, ``1/d`` for the Radial of a
+    ``d``-element tensor, 2 for the Laplace, ``pi^2/3`` for the logistic). The prior is the submodule ``prior``
+    (its tensors are buffers, saved in the state dict).
+
+    The initial ``log_var`` is set from the per-weight standard deviation the configuration asks for
+    (``init_scale``, ``moped_delta`` or ``init_log_var``): ``log_var = log(std^2) - log E[xi_j^2]``, so every
+    family, a registered one included, starts with the same per-weight spread. A state dict holds ``log_var``
+    itself, so loading one restores the parameters as saved (nothing is re-derived).
 
     Calling the module returns a weight sample (one draw of the posterior) or, under
     :func:`autobayes.use_mean`, the posterior mean: this is what replaces a raw parameter read in a traced
@@ -45,8 +57,9 @@ class BayesParameter(nn.Module):
         super().__init__()
         mean = mean.detach()
         self.mu = nn.Parameter(mean.clone())
-        self.log_var = nn.Parameter(_initial_log_var(mean, config, from_weights))
         self.posterior = POSTERIORS.get(config.posterior)()
+        self.log_var = nn.Parameter(initial_log_var(mean, config, self.posterior.second_moment(mean.numel()),
+                                                    from_weights=from_weights))
         loc = mean.clone() if config.prior_loc == "weights" else torch.tensor(float(config.prior_loc), dtype=mean.dtype)
         self.prior = PRIORS.get(config.prior).from_config(
             loc.to(mean.device), config.prior_scale, **config.prior_kwargs
@@ -57,6 +70,9 @@ class BayesParameter(nn.Module):
         self.n_mc = config.n_mc
         self.mc_chunk_size = config.mc_chunk_size
         self.use_mean = False
+        #: When not ``None``, :meth:`sample` draws its noise from this seed (the same weights at every call).
+        self.draw_seed: Optional[int] = None
+        self._cache: Optional[dict] = None  # scale / variance kept between forwards, see cached_scales
 
     @property
     def scale(self) -> Tensor:
@@ -64,15 +80,44 @@ class BayesParameter(nn.Module):
         return torch.exp(0.5 * self.log_var)
 
     @property
+    def std(self) -> Tensor:
+        """Per-element posterior standard deviation ``sigma sqrt(E[xi_j^2])`` (what ``init_scale`` sets)."""
+        return self.variance.sqrt()
+
+    @property
     def variance(self) -> Tensor:
         """Per-element posterior variance ``sigma^2 E[xi_j^2]``."""
+        return self._cached("variance", self._variance)
+
+    def _variance(self) -> Tensor:
         m2 = self.posterior.second_moment(self.mu.numel())
         return torch.exp(self.log_var) if m2 == 1.0 else torch.exp(self.log_var) * m2
 
     def sample(self) -> Tensor:
-        """One draw ``mu + sigma * xi`` (differentiable in ``mu`` and ``log_var``)."""
-        xi = self.posterior.sample_noise(1, tuple(self.mu.shape), device=self.mu.device, dtype=self.mu.dtype)[0]
-        return torch.addcmul(self.mu, self.scale, xi)
+        """One draw ``mu + sigma * xi`` (differentiable in ``mu`` and ``log_var``).
+
+        When :attr:`draw_seed` is set, the noise ``xi`` is drawn from that seed alone (the global random state
+        is saved and restored around the draw), so every call gives the same weights until it is cleared;
+        :func:`autobayes.uncertainty.predict` with ``seed=`` uses it to give every batch and every data set
+        the same posterior draws.
+        """
+        scale = self._cached("scale", lambda: self.scale)
+        if self.draw_seed is None:
+            return self.posterior.sample_weights(self.mu, scale)
+        with _seeded(self.draw_seed, self.mu.device):
+            return self.posterior.sample_weights(self.mu, scale)
+
+    def _cached(self, name: str, compute):
+        """``compute()``, kept between calls inside :func:`cached_scales` while no gradient is recorded (and
+        recomputed whenever ``log_var`` changes)."""
+        if self._cache is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return compute()
+        lv = self.log_var
+        key = (lv._version, lv.data_ptr(), lv.dtype, lv.device)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._cache[name] = (key, compute())
+        return hit[1]
 
     def forward(self) -> Tensor:
         return self.mu if self.use_mean else self.sample()
@@ -89,11 +134,73 @@ class BayesParameter(nn.Module):
         )
 
 
-def _initial_log_var(mean: Tensor, config: BayesConfig, from_weights: bool) -> Tensor:
+@contextlib.contextmanager
+def cached_scales(model: nn.Module) -> Iterator[None]:
+    """Compute each posterior's scale and variance once, not at every forward, while no gradient is recorded.
+
+    Monte Carlo prediction runs hundreds of forwards with fixed parameters; sampling the weights costs passes over
+    every tensor, and ``exp(log_var / 2)`` was one of them. Inside this context (used by
+    :func:`autobayes.predict`) a :class:`BayesParameter` keeps them until the context ends or ``log_var``
+    changes (its version counter); with gradients enabled nothing is kept.
+
+    Example:
+        >>> with torch.no_grad(), cached_scales(bnn):  # doctest: +SKIP
+        ...     samples = [bnn(x).output for _ in range(100)]
+    """
+    params = [m for m in model.modules() if isinstance(m, BayesParameter)]
+    for p in params:
+        p._cache = {}
+    try:
+        yield
+    finally:
+        for p in params:
+            p._cache = None
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Draw from ``seed`` on ``device`` (and on the CPU), restoring both random states afterwards."""
+    accelerator = device.type != "cpu"
+    with torch.random.fork_rng(devices=[device] if accelerator else [],
+                               device_type=device.type if accelerator else "cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        elif accelerator:
+            getattr(torch, device.type).manual_seed(seed)
+        yield
+
+
+def initial_log_var(mean: Tensor, config: BayesConfig, second_moment: float, *, from_weights: bool = False) -> Tensor:
+    """The initial ``log sigma^2`` of a tensor of posterior means ``mean``, from the configured per-weight std.
+
+    The configuration sets each weight's posterior standard deviation ``s`` (the same meaning for every family);
+    the family's scale is then ``sigma = s / sqrt(E[xi_j^2])``, with ``second_moment = E[xi_j^2]``:
+
+    * ``moped_delta`` (with ``from_weights``): ``s = moped_delta * |w|``, floored at 1e-8;
+    * ``init_scale``: ``s = init_scale``;
+    * ``init_log_var = (low, high)``: ``log s^2`` uniform in ``(low, high)``;
+    * ``init_log_var = None`` (the default): ``log s^2`` uniform in ``(-3 - log d, -2 - log d)`` for a
+      ``d``-element tensor, i.e. the tensor's total posterior variance ``sum_j s_j^2`` starts between
+      ``e^-3`` and ``e^-2``: small per weight in large tensors (the Radial posterior's scale of the paper
+      repository, ``log sigma^2`` uniform in ``(-3, -2)``, exactly).
+
+    Example:
+        >>> cfg = BayesConfig(posterior="radial", init_scale=1e-2)
+        >>> lv = initial_log_var(torch.zeros(10, 10), cfg, second_moment=1 / 100)
+        >>> round(float((lv.exp() / 100).sqrt()[0, 0]), 6)  # the per-weight std, sigma sqrt(1/d)
+        0.01
+    """
+    shift = math.log(second_moment)  # log sigma^2 = log s^2 - log E[xi_j^2]
     if config.moped_delta is not None and from_weights:
-        scale = (config.moped_delta * mean.abs()).clamp_min(_MIN_SCALE)
-        return 2.0 * torch.log(scale)
+        std = (config.moped_delta * mean.abs()).clamp_min(_MIN_SCALE)
+        return 2.0 * torch.log(std) - shift
     if config.init_scale is not None:
-        return torch.full_like(mean, 2.0 * math.log(config.init_scale))
-    low, high = config.init_log_var
-    return torch.empty_like(mean).uniform_(low, high)
+        return torch.full_like(mean, 2.0 * math.log(config.init_scale) - shift)
+    if config.init_log_var is None:
+        shift = math.log(mean.numel() * second_moment)  # 0 for the Radial (E[xi_j^2] = 1/d)
+        low, high = _DEFAULT_TOTAL_LOG_VAR
+    else:
+        low, high = config.init_log_var
+    return torch.empty_like(mean).uniform_(low - shift, high - shift)

@@ -49,7 +49,9 @@ class Posterior:
       Every estimator in :mod:`autobayes.kl` uses this exact entropy; only the cross-entropy
       ``-E_q[log p(w)]`` is estimated by Monte Carlo, as in the paper.
     * :meth:`second_moment` is ``E[xi_j^2]`` per element (``E[xi_j] = 0`` for every family here); it gives the
-      per-weight variance ``sigma^2 E[xi_j^2]`` used by local reparameterisation and by closed forms.
+      per-weight variance ``sigma^2 E[xi_j^2]`` used by local reparameterisation and by closed forms, and the
+      initialisation: ``init_scale`` (``moped_delta``, ``init_log_var``) sets the per-weight standard deviation,
+      so ``sigma = init_scale / sqrt(E[xi_j^2])`` for every family, a registered one included.
 
     ``default_forward`` is the forward mode ``"auto"`` resolves to for this family. ``elementwise`` declares that
     the noise is i.i.d. over elements (so ``noise_entropy`` is additive in ``numel`` and ``second_moment`` does not
@@ -74,6 +76,15 @@ class Posterior:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ derived
+    def sample_weights(self, mu: Tensor, scale: Tensor) -> Tensor:
+        """One draw ``mu + scale * xi`` of the weights (differentiable in ``mu`` and ``scale``).
+
+        A family may override it to fuse the draw with the affine map (the Radial does: its noise is one scalar
+        times a normal vector, so the scalar goes into the ``addcmul`` instead of a pass over the tensor).
+        """
+        xi = self.sample_noise(1, tuple(mu.shape), device=mu.device, dtype=mu.dtype)[0]
+        return torch.addcmul(mu, scale, xi)
+
     def entropy(self, scale: Tensor) -> Tensor:
         """Exact entropy of the posterior with per-element scale ``scale`` (any mean)."""
         return torch.log(scale).sum() + self.noise_entropy(scale.numel())

@@ -20,7 +20,8 @@ class Laplace(Posterior):
     """Mean-field Laplace, ``w = mu + sigma * xi`` with ``xi ~ Laplace(0, 1)`` (density ``exp(-|x|) / 2``).
 
     ``sigma`` is the Laplace scale ``b`` of each weight, not its standard deviation: ``E[xi^2] = 2``, so the
-    per-weight variance is ``2 sigma^2``. The noise entropy is ``1 + log 2`` per element.
+    per-weight variance is ``2 sigma^2`` (``init_scale=s`` starts ``sigma`` at ``s / sqrt(2)``). The noise entropy
+    is ``1 + log 2`` per element.
 
     Forward modes: ``"sample"`` (the default) is exact: one weight tensor drawn per forward, shared by the batch.
     ``"local"`` is a moment-matched approximation: each output unit is treated as Gaussian with the Laplace

@@ -18,7 +18,8 @@ class Logistic(Posterior):
     """Mean-field logistic, ``w = mu + sigma * xi`` with ``xi ~ Logistic(0, 1)`` (density
     ``e^-x / (1 + e^-x)^2``, CDF the sigmoid).
 
-    ``sigma`` is the logistic scale: ``E[xi^2] = pi^2 / 3``, so the per-weight variance is ``sigma^2 pi^2 / 3``.
+    ``sigma`` is the logistic scale: ``E[xi^2] = pi^2 / 3``, so the per-weight variance is ``sigma^2 pi^2 / 3``
+    (``init_scale=s`` starts ``sigma`` at ``s sqrt(3) / pi``).
     The noise entropy is exactly 2 nats per element (``h = log s + 2`` for scale ``s``).
 
     Forward modes: ``"sample"`` (the default) is exact: one weight tensor drawn per forward, shared by the batch.

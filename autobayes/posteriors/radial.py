@@ -47,7 +47,8 @@ class Radial(Posterior):
     radius ``r ~ N(0, 1)`` per tensor.
 
     The noise is normalised over each weight tensor, so elements are uncorrelated but not independent, with
-    ``E[xi_j] = 0`` and ``E[xi_j^2] = 1/d`` for a ``d``-element tensor.
+    ``E[xi_j] = 0`` and ``E[xi_j^2] = 1/d`` for a ``d``-element tensor: a weight's standard deviation is
+    ``sigma / sqrt(d)``, and ``init_scale=s`` starts ``sigma`` at ``s sqrt(d)``.
 
     Forward modes: ``"sample"`` (the default) is exact: one weight tensor drawn per forward, shared by the batch.
     ``"local"`` is a moment-matched approximation: it treats the weights as independent Gaussians with the
@@ -64,6 +65,16 @@ class Radial(Posterior):
         eps = randn((n, math.prod(shape)), device=device, dtype=dtype)
         r = torch.randn((n, 1), device=device, dtype=dtype)
         return (eps * (r / torch.linalg.vector_norm(eps, dim=1, keepdim=True))).reshape(n, *shape)
+
+    def sample_weights(self, mu: Tensor, scale: Tensor) -> Tensor:
+        """``mu + scale * (r / ||eps||) eps``: the same draw as :meth:`sample_noise` (same random stream), with
+        the scalar ``r / ||eps||`` folded into the ``addcmul`` (a pass over the tensor fewer per draw)."""
+        eps = randn(tuple(mu.shape), device=mu.device, dtype=mu.dtype)
+        r = torch.randn((1, 1), device=mu.device, dtype=mu.dtype)
+        s = r.reshape(()) / torch.linalg.vector_norm(eps)
+        if eps.device.type == "cpu" and not torch.compiler.is_compiling():
+            return torch.addcmul(mu, scale, eps, value=s.item())  # a host scalar: no synchronisation on the CPU
+        return torch.addcmul(mu, scale, eps.mul_(s))
 
     def noise_entropy(self, numel: int) -> float:
         return radial_noise_entropy(numel)
