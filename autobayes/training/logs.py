@@ -105,8 +105,9 @@ def warn_if_kl_dominates(history: List[Dict[str, Any]]) -> bool:
     last = recent[-1]
     warnings.warn(
         f"the KL term of the loss (beta * KL / N = {last['train_kl_term']:.4g} per example) has been more than "
-        f"{KL_WARN_RATIO:g}x the NLL ({last['train_nll']:.4g}) for {KL_WARN_EPOCHS} epochs: the prior, not the data, "
-        f"drives training. If the fit or the uncertainty is poor, try a KL warm-up (--beta warmup, beta='warmup'), "
+        f"{KL_WARN_RATIO:g}x the NLL ({last['train_nll']:.4g}) for {KL_WARN_EPOCHS} epochs: the loss you watch is "
+        f"mostly the KL and says little about the fit (read the NLL and the validation metrics). If the fit or the "
+        f"uncertainty is poor, try a KL warm-up (--beta warmup, beta='warmup'), "
         f"a prior closer to the weights (--prior-scale 0.1 / --prior-loc weights, prior_scale=0.1 / "
         f"prior_loc='weights'), or a larger initial posterior scale (--init-scale 1e-2, init_scale=1e-2)",
         stacklevel=4,  # the caller of train(): train -> loop.run -> here
