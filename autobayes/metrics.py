@@ -299,10 +299,6 @@ def as_float(x: Any) -> np.ndarray:
     return _as_numpy(x).astype(np.float64, copy=False)
 
 
-#: The name :mod:`autobayes.plots` still imports; drop it once plots uses :func:`as_float`.
-_as_float = as_float
-
-
 def _as_labels(labels: Any, n: int, fn: str) -> np.ndarray:
     y = _as_numpy(labels)
     if y.ndim != 1 or len(y) != n:

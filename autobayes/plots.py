@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import ConfigError
-from .metrics import _as_float, confidence_curve, reliability_table
+from .metrics import as_float, confidence_curve, reliability_table
 
 __all__ = [
     "plot_reliability_diagram",
@@ -114,7 +114,7 @@ def plot_uncertainty_histogram(score_in: Any, score_out: Any, path: PathLike,
     """
     from .metrics import auroc
 
-    s_in, s_out = _as_float(score_in).ravel(), _as_float(score_out).ravel()
+    s_in, s_out = as_float(score_in).ravel(), as_float(score_out).ravel()
     if len(s_in) == 0 or len(s_out) == 0:
         raise ConfigError("plot_uncertainty_histogram needs scores of both sets")
     edges = np.histogram_bin_edges(np.concatenate([s_in, s_out]), bins=bins)
@@ -151,7 +151,7 @@ def plot_regression_band(x: Any, mean: Any, lower: Any, upper: Any, path: PathLi
         >>> s = regression_summary(samples)                                          # doctest: +SKIP
         >>> plot_regression_band(x, s.mean, s.lower, s.upper, "runs/band.png", x_train, y_train)  # doctest: +SKIP
     """
-    arrays = [_as_float(a).ravel() for a in (x, mean, lower, upper)]
+    arrays = [as_float(a).ravel() for a in (x, mean, lower, upper)]
     if len({len(a) for a in arrays}) != 1:
         raise ConfigError(f"plot_regression_band: x, mean, lower, upper must have the same length, got "
                           f"{[len(a) for a in arrays]} (1-d regression only)")
@@ -161,9 +161,9 @@ def plot_regression_band(x: Any, mean: Any, lower: Any, upper: Any, path: PathLi
     ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.25, label=band_label)
     ax.plot(xs, m, color="tab:blue", label="predictive mean")
     if y_true is not None:
-        ax.plot(xs, _as_float(y_true).ravel()[order], "--", color="black", label="truth")
+        ax.plot(xs, as_float(y_true).ravel()[order], "--", color="black", label="truth")
     if x_train is not None and y_train is not None:
-        ax.plot(_as_float(x_train).ravel(), _as_float(y_train).ravel(), "o", color="tab:red", markersize=3,
+        ax.plot(as_float(x_train).ravel(), as_float(y_train).ravel(), "o", color="tab:red", markersize=3,
                 alpha=0.7, label="training data")
     ax.set(xlabel="x", ylabel="y", title=title)
     ax.legend(loc="best")
