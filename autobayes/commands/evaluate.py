@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .common import add_runtime_options, device_from_args, formatter, positive
-from .predict import check_noise_variance
+from .regression import check_noise_variance
 
 __all__ = ["add_parser", "run", "OUTPUT_FILES", "REGRESSION_FILES"]
 
@@ -246,7 +246,7 @@ def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> i
     from ..errors import ConfigError
     from ..io import atomic_output, check_output
     from ..uncertainty import predict
-    from .predict import NO_NOISE_WARNING, is_heteroscedastic, likelihood_noise_known, regression_predictive
+    from .regression import NO_NOISE_WARNING, is_heteroscedastic, likelihood_noise_known, regression_predictive
 
     if args.ood_data:
         raise ConfigError("--ood-data scores the uncertainty of classifiers; drop it for the regression data set "
