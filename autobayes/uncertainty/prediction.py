@@ -1,0 +1,268 @@
+"""Monte Carlo prediction with a Bayesian network: :func:`predict` draws ``n_samples`` posterior predictions
+per example, several per forward where the model's noise allows it, optionally with seeded draws shared
+between batches and calls, and summarises them (:mod:`autobayes.uncertainty.summaries`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import warnings
+from typing import Any, Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..checks import check_int, check_positive
+from ..errors import ConfigError
+from ..losses import split_mean_logvar
+from .summaries import ClassificationSummary, RegressionSummary, classification_summary, regression_summary
+
+__all__ = ["predict"]
+
+#: Rough peak activation memory of a forward, in multiples of the input's size, used to choose how many
+#: samples to draw per forward from ``memory_budget_mb`` (pass ``chunk_size`` to override).
+_ACTIVATION_FACTOR = 32
+
+
+def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100, *, task: str = "classification",
+            samples_per_forward: Union[str, int] = "auto", chunk_size: Optional[int] = None,
+            memory_budget_mb: float = 512, logits: bool = True, heteroscedastic: bool = False,
+            interval: float = 0.95, return_samples: bool = False, progress: bool = True,
+            device: Optional[Union[str, torch.device]] = None,
+            seed: Optional[int] = None) -> Union[ClassificationSummary, RegressionSummary]:
+    """Draw ``n_samples`` posterior predictions per example and summarise them.
+
+    Runs the model in eval mode under ``torch.no_grad()`` (and ``autobayes.kl_disabled(bnn)`` when available),
+    restoring its train/eval mode afterwards. The model may return ``(output, kl)`` or a tensor.
+
+    Several samples per forward: the batch is repeated ``k`` times along dim 0 (``x.repeat``) and the output
+    split back into ``k`` samples. The rows are independent posterior samples only when the model draws its
+    noise per example (local reparameterisation); a model that draws one weight sample per forward would give
+    ``k`` copies of one sample. So ``samples_per_forward="auto"`` asks the model: ``k > 1`` only when some
+    submodule has ``per_example_noise = True`` and none has ``per_example_noise = False`` (the outermost
+    module with the attribute speaks for its submodules); ``k`` is then the
+    largest that fits ``chunk_size`` rows (if given) or ``memory_budget_mb`` (estimated as
+    ``32 x`` the input's size per row, a rough guess). An integer forces ``k``.
+
+    Shared draws (``seed``): a layer that samples its weights (``forward="sample"``) gives one draw to every
+    example of a forward, so without a seed each batch, and each call, gets its own ``n_samples`` draws, and
+    a statistic compared across batches or calls (an OOD AUROC) measures the draws as well as the data. With
+    ``seed``, the ``s``-th sample of every batch uses the same draw of every weight tensor, a function of
+    ``(seed, s, tensor)`` only: two calls with the same seed give both data sets the same ``n_samples``
+    posterior draws (see :func:`score_ood`). Per-example noise (local reparameterisation) stays independent.
+
+    Args:
+        bnn: the Bayesian model.
+        data: an input tensor (one batch), or an iterable (e.g. a ``DataLoader``) yielding ``x`` or
+            ``(x, y, ...)``; targets ``y`` are kept in the summary.
+        n_samples: number of posterior samples per example, >= 1.
+        task: ``"classification"`` (output: logits ``(B, C)``) or ``"regression"`` (output ``(B[, D])``, or
+            ``(B, 2 * D)`` mean and log-variance with ``heteroscedastic=True``).
+        samples_per_forward: ``"auto"`` or an integer ``k >= 1`` (see above).
+        chunk_size: with ``"auto"``, the most rows (``k * batch size``) one forward may take.
+        memory_budget_mb: with ``"auto"`` and no ``chunk_size``, the memory one forward may use.
+        logits: classification only: the output is logits (softmax applied) rather than probabilities.
+        heteroscedastic: regression only: the output carries mean and log-variance (:func:`split_mean_logvar`).
+        interval: level of the credible / predictive intervals.
+        return_samples: keep the raw samples in the summary's ``samples``.
+        progress: show a tqdm progress bar over the batches.
+        device: where to run the model; default the device of its first parameter.
+        seed: when given, share the posterior weight draws between batches and calls (see above).
+
+    Returns:
+        :class:`ClassificationSummary` or :class:`RegressionSummary` over all examples, in data order.
+
+    Example:
+        >>> summary = predict(bnn, test_loader, n_samples=100)  # doctest: +SKIP
+        >>> summary.to_csv("runs/test_predictions.csv")         # doctest: +SKIP
+    """
+    n_samples = check_int(n_samples, "n_samples", 1)
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"predict: task must be 'classification' or 'regression', got {task!r}")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", 1)
+    memory_budget_mb = check_positive(memory_budget_mb, "predict: memory_budget_mb", hint="e.g. memory_budget_mb=512")
+    if seed is not None:
+        seed = check_int(seed, "predict: seed", 0, hint="or seed=None for independent draws in each batch")
+    if device is None:
+        device = next((p.device for p in bnn.parameters()), torch.device("cpu"))
+    was_training = bnn.training
+    bnn.eval()
+    try:
+        per_example = _per_example_noise(bnn)
+        if samples_per_forward == "auto":
+            fixed_k = None if per_example else 1
+        else:
+            fixed_k = check_int(samples_per_forward, "samples_per_forward", 1, hint="or 'auto'")
+            if fixed_k > 1 and per_example is False:
+                warnings.warn(
+                    f"predict: samples_per_forward={fixed_k} on a model whose layers draw one weight sample per "
+                    f"forward (per_example_noise=False): the {fixed_k} repeated rows share that sample, so the "
+                    f"samples are not independent; use samples_per_forward='auto' or 1",
+                    stacklevel=2,
+                )
+        summaries = []
+        with torch.no_grad(), _kl_off(bnn), _cached_scales(bnn):
+            for x, y in _batches(data, progress):
+                x = x.to(device)
+                k = fixed_k or _auto_k(x, n_samples, chunk_size, memory_budget_mb)
+                outs = []
+                for done in range(0, n_samples, k):
+                    with _shared_draws(bnn, seed, done):
+                        outs.append(_forward(bnn, x, min(k, n_samples - done)))
+                out = torch.cat(outs, dim=0).cpu()
+                summaries.append(_summarise(out, y, task, logits, heteroscedastic, interval, return_samples))
+    finally:
+        bnn.train(was_training)
+    if not summaries:
+        raise ConfigError("predict: the data yielded no batches")
+    return _concat(summaries)
+
+
+# ---------------------------------------------------------------------- helpers of predict
+def _per_example_noise(model: nn.Module) -> Optional[bool]:
+    """``all`` of the outermost ``per_example_noise`` flags (None when no module has one).
+
+    A module's flag speaks for its whole subtree: a layer drawing per-example noise with local
+    reparameterisation may hold parameter modules that, used alone, would sample weights.
+    """
+    flags: List[bool] = []
+
+    def visit(module: nn.Module) -> None:
+        if hasattr(module, "per_example_noise"):
+            flags.append(bool(module.per_example_noise))
+            return
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+    return all(flags) if flags else None
+
+
+@contextlib.contextmanager
+def _shared_draws(model: nn.Module, seed: Optional[int], index: int):
+    """Give every :class:`~autobayes.nn.BayesParameter` of ``model`` the draw seed of ``(seed, index, its
+    position)`` for one forward (nothing when ``seed`` is None)."""
+    if seed is None:
+        yield
+        return
+    from ..nn.parameter import BayesParameter
+
+    params = [m for m in model.modules() if isinstance(m, BayesParameter)]
+    for param, draw_seed in zip(params, _draw_seeds(seed, index, len(params))):
+        param.draw_seed = draw_seed
+    try:
+        yield
+    finally:
+        for param in params:
+            param.draw_seed = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _draw_seeds(seed: int, index: int, n: int) -> Tuple[int, ...]:
+    """``n`` independent 63-bit seeds for the ``index``-th sample (numpy's ``SeedSequence`` spawning)."""
+    return tuple(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+                 for child in np.random.SeedSequence([seed, index]).spawn(n))
+
+
+def _cached_scales(model: nn.Module):
+    from ..nn.parameter import cached_scales
+
+    return cached_scales(model)
+
+
+def _kl_off(model: nn.Module):
+    try:
+        from .. import kl_disabled  # added by autobayes.api; absent in older versions
+    except ImportError:
+        return contextlib.nullcontext()
+    return kl_disabled(model)
+
+
+def _auto_k(x: Tensor, n_samples: int, chunk_size: Optional[int], budget_mb: float) -> int:
+    batch = max(1, x.shape[0])
+    if chunk_size is not None:
+        rows = chunk_size
+    else:
+        row_bytes = max(1, x[0].numel() * x.element_size() * _ACTIVATION_FACTOR) if x.shape[0] else 1
+        rows = int(budget_mb * 2**20 // row_bytes)
+    return max(1, min(n_samples, rows // batch))
+
+
+def _forward(model: nn.Module, x: Tensor, k: int) -> Tensor:
+    xr = x if k == 1 else x.repeat(k, *([1] * (x.dim() - 1)))
+    out = model(xr)
+    if not isinstance(out, Tensor):
+        if hasattr(out, "output") and isinstance(out.output, Tensor):
+            out = out.output
+        elif isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], Tensor):
+            out = out[0]
+        else:
+            raise ConfigError(
+                f"predict: the model returned {type(out).__name__}; expected a tensor or an (output, kl) pair"
+            )
+    if out.shape[0] != xr.shape[0]:
+        raise ConfigError(
+            f"predict: the model output has {out.shape[0]} rows for {xr.shape[0]} input rows; predict needs one "
+            f"output row per input row (batch first)"
+        )
+    return out.reshape(k, x.shape[0], *out.shape[1:])
+
+
+def _summarise(out: Tensor, y: Optional[Tensor], task: str, logits: bool, heteroscedastic: bool,
+               interval: float, keep: bool):
+    if task == "classification":
+        if out.dim() != 3:
+            raise ConfigError(
+                f"predict(task='classification') expects logits of shape (batch, classes) per forward, got "
+                f"{tuple(out.shape[1:])}; use task='regression' for other outputs"
+            )
+        probs = torch.softmax(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out, dim=-1) \
+            if logits else out
+        return classification_summary(probs, targets=y, interval=interval, keep_samples=keep)
+    var = None
+    if heteroscedastic:
+        out, log_var = split_mean_logvar(out)
+        var = log_var.exp()
+    if y is not None and y.shape != out.shape[1:] and y.numel() == out[0].numel():
+        y = y.reshape(out.shape[1:])
+    return regression_summary(out, var, targets=y, interval=interval, keep_samples=keep)
+
+
+def _batches(data: Any, progress: bool) -> Iterable[Tuple[Tensor, Optional[Tensor]]]:
+    if isinstance(data, Tensor):
+        yield data, None
+        return
+    from tqdm.auto import tqdm
+
+    try:
+        total = len(data)
+    except TypeError:
+        total = None
+    for batch in tqdm(data, total=total, disable=not progress, desc="predict", unit="batch", leave=False):
+        if isinstance(batch, Tensor):
+            yield batch, None
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+            y = batch[1] if len(batch) > 1 else None
+            yield batch[0], (torch.as_tensor(y).cpu() if y is not None else None)
+        else:
+            raise ConfigError(
+                f"predict: each batch must be a tensor x or a tuple (x, y, ...), got {type(batch).__name__}; "
+                f"wrap other loaders, e.g. (batch['image'], batch['label']) for batch in loader"
+            )
+
+
+def _concat(parts: list):
+    if len(parts) == 1:
+        return parts[0]
+    first, values = parts[0], {}
+    for f in dataclasses.fields(first):
+        items = [getattr(p, f.name) for p in parts]
+        if isinstance(items[0], Tensor):
+            values[f.name] = torch.cat(items, dim=1 if f.name in ("samples", "variance_samples") else 0)
+        else:
+            values[f.name] = items[0]
+    return type(first)(**values)
