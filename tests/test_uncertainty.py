@@ -1,5 +1,6 @@
 import csv
 import math
+import re
 from collections import namedtuple
 
 import numpy as np
@@ -9,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from autobayes.errors import ConfigError
-from autobayes.uncertainty import classification_summary, predict, regression_summary
+from autobayes.uncertainty import classification_summary, predict, regression_summary, score_ood
 
 Out = namedtuple("Out", ["output", "kl"])
 
@@ -303,11 +304,37 @@ def test_predict_seed_and_score_ood_options_are_checked():
     x, _ = _data()
     with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
         predict(PerExampleNoise(), x, n_samples=2, seed=-1, progress=False)
-    from autobayes.uncertainty import score_ood
-
     with pytest.raises(ConfigError, match="remove task="):
         score_ood(_mixed_net(), x, x, n_samples=2, task="regression", progress=False)
 
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda x: classification_summary(_probs(), interval=1.5),
+         "interval must be a number in (0, 1), got 1.5; a credible level, e.g. interval=0.95"),
+        (lambda x: regression_summary(torch.zeros(4, 3), interval=True),
+         "interval must be a number in (0, 1), got True; a credible level, e.g. interval=0.95"),
+        (lambda x: predict(PerExampleNoise(), x, n_samples=2.0, progress=False),
+         "n_samples must be an integer >= 1, got 2.0"),
+        (lambda x: predict(PerExampleNoise(), x, chunk_size=0, progress=False),
+         "chunk_size must be an integer >= 1, got 0"),
+        (lambda x: predict(PerExampleNoise(), x, samples_per_forward=0, progress=False),
+         "samples_per_forward must be an integer >= 1, got 0; or 'auto'"),
+        (lambda x: predict(PerExampleNoise(), x, memory_budget_mb=0, progress=False),
+         "predict: memory_budget_mb must be a finite number > 0, got 0; e.g. memory_budget_mb=512"),
+        (lambda x: predict(PerExampleNoise(), x, seed=True, progress=False),
+         "predict: seed must be an integer >= 0, got True; or seed=None for independent draws in each batch"),
+        (lambda x: score_ood(PerExampleNoise(), x, x, n_samples=2, seed=-1, progress=False),
+         "score_ood: seed must be an integer >= 0, got -1"),
+    ],
+)
+def test_refusals_name_the_argument_the_rule_the_value_and_the_fix(call, message):
+    """The checks come from autobayes.checks; each message is matched whole."""
+    x, _ = _data()
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        call(x)
 
 @pytest.mark.slow
 def test_regression_example_band_widens_in_the_gap_and_beyond_the_data():
