@@ -31,6 +31,9 @@ NOT_RUN = {
     "-m autobayes train --data cifar10": "the continuation of the torchrun line above",
     "bash quickstart.sh": "creates .venv and trains (the quick start itself; CI runs bash run_tests.sh)",
     "bash run_tests.sh": "runs this test suite",
+    "pip install -e .[dev]": "the development install (bash run_tests.sh makes it)",
+    "OMP_NUM_THREADS=1 pytest": "runs this test suite",
+    "python benchmarks/import_time.py": "a benchmark against another checkout of the repository",
 }
 
 
