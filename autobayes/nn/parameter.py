@@ -74,6 +74,11 @@ class BayesParameter(nn.Module):
         self.draw_seed: Optional[int] = None
         self._cache: Optional[dict] = None  # scale / variance kept between forwards, see cached_scales
 
+    # Class-level defaults of the plain attributes added after 0.1.0: a whole model pickled by 0.1.0 restores its
+    # instances' __dict__ without __init__, so these must exist without it (tests/test_compat.py).
+    draw_seed: Optional[int] = None
+    _cache: Optional[dict] = None
+
     @property
     def scale(self) -> Tensor:
         """Posterior scale ``sigma = exp(log_var / 2)``."""
