@@ -55,8 +55,9 @@ class ImageBatches:
         return math.ceil(len(self.paths) / self.batch_size)
 
     def read(self, path: Path):
-        import numpy as np
-        import torch
+        """The image as the network's input: the tensor conversion and normalisation of the training data's
+        transforms (``ToTensor``, ``Normalize``: see :func:`autobayes.data.torchvision_sets.make_transforms`)."""
+        import torchvision.transforms.functional as TF
         from PIL import Image
 
         with Image.open(path) as img:
@@ -64,14 +65,8 @@ class ImageBatches:
             if img.size != (self.image_size, self.image_size):
                 self.resized[img.size] = self.resized.get(img.size, 0) + 1
                 img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.float32) / 255.0
-        x = torch.from_numpy(array.copy())
-        x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
-        if self.mean is not None:
-            mean = torch.tensor(self.mean, dtype=x.dtype).view(-1, 1, 1)
-            std = torch.tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
-            x = (x - mean) / std
-        return x
+            x = TF.to_tensor(img)
+        return x if self.mean is None else TF.normalize(x, self.mean, self.std)
 
     def __iter__(self) -> Iterator[Any]:
         import torch
