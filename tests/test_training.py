@@ -182,3 +182,23 @@ def test_cli_help_has_an_example(capsys):
 def test_cli_usage_errors_exit_2(capsys):
     assert main(["train", "--data", "digit", "--epochs", "1", "--no-progress"]) == 2
     assert "Did you mean 'digits'" in capsys.readouterr().err
+
+
+def test_a_network_without_an_architecture_spec_saves_its_state_dict_and_warns_once(tmp_path):
+    """A network neither built by build_model nor recognised gets tensor-only checkpoints: one warning per run
+    (the architecture is worked out once, not at every epoch's save), and the files load into the same model."""
+    import warnings
+
+    from safetensors.torch import load_file
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(net, "digits", epochs=3, n_test=2, progress=False, out_dir=tmp_path / "run", init_scale=1e-2)
+    spec_warnings = [w for w in caught if "state dict only" in str(w.message)]
+    assert len(spec_warnings) == 1, [str(w.message) for w in caught]
+    for name in ("best.safetensors", "last.safetensors"):
+        tensors = load_file(str(tmp_path / "run" / name))
+        assert set(tensors) == set(result.model.state_dict()), name

@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from torch import nn
 
 from ..errors import CheckpointError
 from ..io import OutputExistsError, atomic_output, save
+from ..io.arch import arch_spec
 from .resume import RESUME_FILE
 
-__all__ = ["RUN_FILES", "prepare_run_folder", "save_checkpoint"]
+__all__ = ["RUN_FILES", "prepare_run_folder", "checkpoint_arch", "save_checkpoint"]
 
 #: The files of a run in ``out_dir``: a folder holding any of them needs ``resume=True`` or ``overwrite=True``.
 RUN_FILES = ("log.csv", "best.safetensors", "last.safetensors", RESUME_FILE)
@@ -44,20 +45,30 @@ def prepare_run_folder(out_path: Path, resume: bool, overwrite: bool) -> None:
         (out_path / name).unlink()
 
 
-def save_checkpoint(bnn: nn.Module, path: Path, metadata: Dict[str, Any]) -> None:
-    """:func:`autobayes.save` with ``metadata``; a network that cannot describe its architecture (not built by
-    :func:`autobayes.models.build_model` nor recognised) gets its tensors saved alone, with a warning pointing at
-    the caller of :func:`autobayes.train` (train -> loop.run -> here)."""
+def checkpoint_arch(bnn: nn.Module) -> Optional[Dict[str, Any]]:
+    """The architecture spec the run's checkpoints record, worked out once per run (recognising a timm /
+    torchvision network builds candidates: up to seconds, too slow to repeat at every epoch's save). ``None``,
+    with a warning pointing at the caller of :func:`autobayes.train` (train -> loop.run -> here), for a network
+    that cannot describe its architecture (not built by :func:`autobayes.models.build_model` nor recognised):
+    its checkpoints then hold its tensors alone."""
     try:
-        save(bnn, path, metadata=metadata)
+        return arch_spec(bnn, None)
     except CheckpointError as err:
         if getattr(bnn, "autobayes_arch", None) is not None:
             raise
-        # A model not built by build_model cannot describe its architecture: keep its tensors only.
-        from safetensors.torch import save_file
-
-        warnings.warn(f"{path.name}: {err}; saving the state dict only (load it into the same model with "
+        warnings.warn(f"{err}; the run's checkpoints keep the state dict only (load them into the same model with "
                       f"load_state_dict)", stacklevel=4)
-        with atomic_output(path, overwrite=True) as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in bnn.state_dict().items()}, str(tmp),
-                      metadata={"autobayes_train": json.dumps(metadata)})
+        return None
+
+
+def save_checkpoint(bnn: nn.Module, path: Path, metadata: Dict[str, Any], arch: Optional[Dict[str, Any]]) -> None:
+    """:func:`autobayes.save` with ``metadata`` and the spec :func:`checkpoint_arch` gave; with none, the
+    network's tensors alone (safetensors, the metadata under ``"autobayes_train"``), written atomically."""
+    if arch is not None:
+        save(bnn, path, metadata=metadata, arch=arch)
+        return
+    from safetensors.torch import save_file
+
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in bnn.state_dict().items()}, str(tmp),
+                  metadata={"autobayes_train": json.dumps(metadata)})

@@ -18,7 +18,7 @@ from ..data import DatasetInfo, load_dataset
 from ..errors import ConfigError
 from ..io import OutputExistsError
 from ..losses import CategoricalELBO, GaussianELBO
-from .checkpoints import prepare_run_folder, save_checkpoint
+from .checkpoints import checkpoint_arch, prepare_run_folder, save_checkpoint
 from .logs import CSV_FIELDS, append_log, epoch_line, json_row, occupied_mb, warn_if_kl_dominates, write_log
 from .model import bayesian_model, check_fits
 from .optim import Stepper, beta_schedule, make_optimizer
@@ -107,6 +107,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
         net = torch.compile(net, **({} if s.torch_compile is True else {"backend": s.torch_compile}))
     step = Stepper(device, s.amp, ctx, criterion)
     kl_warned = False
+    arch = checkpoint_arch(bnn) if out_path is not None and ctx.is_main and start_epoch < s.epochs else None
 
     for epoch in range(start_epoch, s.epochs):
         loader_gen.manual_seed(epoch_seed(s.seed, epoch))
@@ -138,9 +139,9 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
             meta = {"epoch": epoch + 1, "dataset": info.to_dict(), "metrics": json_row(row)}
             if info.task == "regression":  # `autobayes evaluate` / `predict` add this noise to the predictive
                 meta["likelihood"] = {"variance": criterion.mode, "noise_variance": noise_variance(criterion)}
-            save_checkpoint(bnn, out_path / "last.safetensors", meta)
+            save_checkpoint(bnn, out_path / "last.safetensors", meta, arch)
             if improved:
-                save_checkpoint(bnn, out_path / "best.safetensors", meta)
+                save_checkpoint(bnn, out_path / "best.safetensors", meta, arch)
             save_resume(out_path / RESUME_FILE, bnn, opt, criterion, sched, epoch + 1, history, best_epoch, best_nll)
     ctx.barrier()  # no rank leaves (and tears the group down) while rank 0 still writes
     bnn.eval()
