@@ -21,7 +21,7 @@ its reason for every layer left deterministic.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -102,13 +102,19 @@ def convert_modules(
     report: ConversionReport,
     *,
     inside_leaf: Callable[[str], Optional[str]] = lambda name: None,
+    functional: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> Dict[str, nn.Module]:
     """Convert the layers of ``model`` in place (see the module docstring); returns ``{name: new module}``.
 
     ``inside_leaf(name)`` returns the qualified name of the opaque leaf module containing ``name`` (or ``None``):
     exact-type layers there get posterior attributes instead of being swapped, since the leaf may read
     ``layer.weight`` itself.
+
+    ``functional`` maps the qualified name of a module of no known layer type to the names of its raw parameters
+    that its forward feeds to a weight operation (``F.linear``, ``matmul``, ``addmm``, ...), as found by running
+    or capturing the forward: they become posterior attributes, counted as ``nn.Linear`` by ``layer_types``.
     """
+    functional = dict(functional or {})
     mappings = get_default_mappings()
     plans: List[Tuple[str, nn.Module, str, Optional[type]]] = []
     skip_below: List[str] = []
@@ -123,7 +129,7 @@ def convert_modules(
         if mapped is not None:
             how = "layer" if base in mappings and name and inside_leaf(name) is None else "attribute"
             plans.append((name, module, how, mapped))
-        elif base in FUNCTIONAL_WEIGHTS:
+        elif base in FUNCTIONAL_WEIGHTS or name in functional:
             plans.append((name, module, "attribute", nn.Linear))
 
     new_modules: Dict[str, nn.Module] = {}
@@ -134,10 +140,11 @@ def convert_modules(
         if how == "layer":
             names = [n for n in ("weight", "bias") if module._parameters.get(n) is not None]
         else:
-            wanted = FUNCTIONAL_WEIGHTS.get(base_class(module), ("weight", "bias"))
+            wanted = functional.get(name) or FUNCTIONAL_WEIGHTS.get(base_class(module), ("weight", "bias"))
             names = [n for n in wanted if isinstance(module._parameters.get(n), nn.Parameter)]
         n_params = sum(module._parameters[n].numel() for n in names)
-        if "weight" not in names and not (base_class(module) in FUNCTIONAL_WEIGHTS and names):
+        named_weights = base_class(module) in FUNCTIONAL_WEIGHTS or name in functional
+        if "weight" not in names and not (named_weights and names):
             reason = "its weight is not a plain parameter (lazy, parametrized or weight-normed layer)"
             report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params, reason=reason))
             continue
