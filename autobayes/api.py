@@ -126,7 +126,8 @@ def bayesify(
     graphs = None
     if mode != "swap":
         try:
-            graphs, notes = trace_modes(net, lambda: BayesTracer(leaf_types, wrapped), dict(concrete_args or {}) or None)
+            graphs, notes = trace_modes(net, lambda: BayesTracer(leaf_types, wrapped), dict(concrete_args or {}) or None,
+                                       inputs)
             report.notes.extend(notes)
         except TraceFailure as failure:
             if mode == "fx":

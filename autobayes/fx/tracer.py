@@ -10,6 +10,11 @@ Leaf modules (one ``call_module`` node, never traced into):
 * torch.fx's default: modules defined in ``torch.nn`` (except ``nn.Sequential``).
 
 Functions of timm's notrace registry and the ``autowrap_functions`` you pass are recorded as single nodes.
+
+Optional forward arguments that default to ``None`` (``forward(x, mask=None)``) are traced as ``None``
+(:func:`none_defaults`), unless the caller fixes them (``concrete_args=``) or passes them in ``example_inputs``:
+traced as a placeholder, ``if mask is not None`` would silently take the wrong branch. The converted forward
+then refuses another value with an error naming the argument and the fixes (:func:`require_none`).
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import fx, nn
+from torch.fx._symbolic_trace import _assert_is_none
 
 from ..errors import UntraceableModelError
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
 from .derive import base_class
 
-__all__ = ["BayesTracer", "TraceFailure", "timm_registries", "is_leaf", "leaf_ancestors", "trace_modes"]
+__all__ = [
+    "BayesTracer", "TraceFailure", "timm_registries", "is_leaf", "leaf_ancestors", "trace_modes", "none_defaults",
+    "require_none",
+]
 
 
 def timm_registries() -> Tuple[Tuple[type, ...], Tuple[Callable, ...]]:
@@ -212,8 +221,12 @@ def trace_modes(
     model: nn.Module,
     make_tracer: Callable[[], BayesTracer],
     concrete_args: Optional[Dict[str, Any]] = None,
+    example_inputs: Optional[Tuple[tuple, Dict[str, Any]]] = None,
 ) -> Tuple[Dict[str, fx.Graph], List[str]]:
     """Trace ``model`` in eval and in train mode (graphs can differ: auxiliary heads, stochastic depth).
+
+    Forward arguments that default to ``None`` are traced as ``None`` unless ``concrete_args`` fixes them or
+    ``example_inputs`` (``(args, kwargs)``) gives them (:func:`none_defaults`).
 
     Returns ``({"train": graph, "eval": graph}, notes)``. When only one mode traces, its graph serves both
     (noted); when the model's current mode does not trace, :class:`TraceFailure` is raised.
@@ -222,6 +235,9 @@ def trace_modes(
     graphs: Dict[str, fx.Graph] = {}
     failures: Dict[str, TraceFailure] = {}
     hint = concrete_args_hint(model)
+    fixed_none = none_defaults(model, concrete_args or {}, example_inputs)
+    if fixed_none:
+        concrete_args = {**fixed_none, **(concrete_args or {})}
     try:
         for mode in ("eval", "train"):  # train last: train() clears caches some models fill in eval mode
             model.train(mode == "train")
@@ -242,4 +258,60 @@ def trace_modes(
     for mode, failure in failures.items():
         graphs[mode] = graphs[current]
         notes.append(f"{failure.summary()}; the {current}-mode graph is used in {mode} mode too")
+    for graph in {id(g): g for g in graphs.values()}.values():
+        _explain_fixed_none(graph, type(model).__name__)
+    if fixed_none:
+        notes.append(f"forward argument(s) {', '.join(fixed_none)} (default None) traced as None; pass "
+                     f"concrete_args= or mode='swap' to give them other values")
     return graphs, notes
+
+
+def none_defaults(model: nn.Module, concrete_args: Dict[str, Any],
+                  example_inputs: Optional[Tuple[tuple, Dict[str, Any]]] = None) -> Dict[str, None]:
+    """``{name: None}`` for the forward arguments of ``model`` to trace as ``None``.
+
+    Those that default to ``None``, except the first positional argument (the input), those in
+    ``concrete_args`` and those ``example_inputs`` (``(args, kwargs)``) gives: traced as a placeholder instead,
+    ``if mask is not None: ...`` would take the branch for a given mask even when none is passed (timm's Hiera
+    then fails at its first forward with ``'NoneType' object has no attribute 'view'``).
+
+    Example:
+        >>> class Masked(nn.Module):
+        ...     def forward(self, x, mask=None):
+        ...         return x if mask is None else x * mask
+        >>> none_defaults(Masked(), {})
+        {'mask': None}
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    P = inspect.Parameter
+    positional = [p.name for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    args, kwargs = example_inputs or ((), {})
+    given = set(positional[: max(len(args), 1)]) | set(kwargs)
+    return {p.name: None for p in params
+            if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) and p.default is None
+            and p.name not in given and p.name not in concrete_args}
+
+
+def require_none(value: Any, message: str) -> None:
+    """The check the converted forward runs on an argument traced as ``None``: raises with ``message``."""
+    if value is not None:
+        raise UntraceableModelError(message)
+
+
+def _explain_fixed_none(graph: fx.Graph, model_name: str) -> None:
+    """torch.fx checks an argument fixed to ``None`` with a bare assertion: use :func:`require_none` and a
+    message that names the argument and gives the fixes."""
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is _assert_is_none:
+            name = node.args[1].split(" has been specialized")[0]
+            node.target = require_none
+            node.args = (node.args[0], (
+                f"{model_name} was converted with its forward argument {name!r} traced as None (its default), so "
+                f"the converted model cannot take another value for it. Fixes: "
+                f"autobayes.bayesify(model, concrete_args={{{name!r}: torch.fx.PH}})  # trace {name} as an input "
+                f"(then always pass it); or autobayes.bayesify(model, example_inputs=(x, {name}))  # the same, "
+                f"checked; or autobayes.bayesify(model, mode='swap')  # no tracing: any argument"
+            ))
