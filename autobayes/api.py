@@ -17,7 +17,7 @@ from .fx.convert import convert_modules
 from .fx.report import ConversionReport
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import KL_DISABLED, BayesOutput
-from .fx.swap import make_swap_root
+from .fx.swap import make_swap_root, record_functional_weights, swap_example_inputs
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -157,7 +157,7 @@ def bayesify(
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
                             allow_deterministic=allow_deterministic)
     else:
-        _build_swap(net, cfg, report)
+        _build_swap(net, cfg, report, inputs)
 
     net.bayes_config = cfg
     net.bayes_report = report
@@ -235,12 +235,13 @@ def _build_fx(net: nn.Module, graphs: Dict[str, Any], cfg: BayesConfig, report: 
         )
 
 
-def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport) -> None:
+def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport, inputs: Optional[tuple] = None) -> None:
     report.mode = "swap"
     # modules of torch.nn with children (nn.TransformerEncoderLayer, ...) may read their layers' weights
     # themselves: convert those layers as posterior attributes, not by swapping.
     inside = leaf_ancestors(net, ())
-    convert_modules(net, cfg, report, inside_leaf=inside.get)
+    functional = record_functional_weights(net, swap_example_inputs(net, inputs))
+    convert_modules(net, cfg, report, inside_leaf=inside.get, functional=functional)
     make_swap_root(net)
     report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
 

@@ -41,6 +41,7 @@ __all__ = [
     "FUNCTIONAL_WEIGHT_CLASSES",
     "functional_weights",
     "layer_config",
+    "mapped_base",
     "select_layer",
     "patch_attributes",
     "replace_module",
@@ -91,8 +92,13 @@ def select_layer(config: BayesConfig, name: str, module: nn.Module, as_type: typ
     return (None, reason) if resolved is None else (layer_config(resolved), "")
 
 
-def _mapped_base(module: nn.Module) -> Optional[type]:
-    """The deterministic layer type ``module`` is an instance of (``nn.Conv2d`` for ``Conv2dSame``), if any."""
+def mapped_base(module: nn.Module) -> Optional[type]:
+    """The deterministic layer type ``module`` is an instance of (``nn.Conv2d`` for ``Conv2dSame``), if any.
+
+    Example:
+        >>> mapped_base(nn.Linear(2, 2))
+        <class 'torch.nn.modules.linear.Linear'>
+    """
     base = base_class(module)
     mappings = get_default_mappings()
     if base in mappings:
@@ -147,7 +153,7 @@ def convert_modules(
 
     def weights_of(name: str, module: nn.Module) -> Tuple[Tuple[str, ...], Optional[type]]:
         """The parameters of ``module`` autobayes converts, and the layer type they count as."""
-        mapped = _mapped_base(module)
+        mapped = mapped_base(module)
         if mapped is not None:
             return ("weight", "bias"), mapped
         names = tuple(functional.get(name, ())) or functional_weights(module) or ()
@@ -209,7 +215,7 @@ def convert_modules(
             report.records.append(LayerRecord(name, tname, "skipped", params=names + ["weight"], n_params=n_params,
                                               reason=note))
             continue
-        named_weights = _mapped_base(module) is None
+        named_weights = mapped_base(module) is None
         if not shared and "weight" not in names and not (named_weights and names):
             reason = "its weight is not a plain parameter (lazy, parametrized or weight-normed layer)"
             report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params, reason=reason))
