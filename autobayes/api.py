@@ -50,9 +50,11 @@ def bayesify(
 
     Which layers become Bayesian: every ``nn.Linear`` / ``nn.ConvNd`` / ``nn.ConvTransposeNd`` (subclasses
     included: timm's ``Conv2dSame`` / ``StdConv2d`` keep their own forward, their weight becomes a posterior
-    sample), the weights of ``nn.MultiheadAttention``, and raw parameters the traced forward feeds to
-    ``F.linear`` / ``F.conv*`` / ``matmul``; restricted by ``layer_types``, ``include``, ``exclude``,
-    ``filter_fn`` and ``overrides`` (see :class:`BayesConfig`). Everything else (norms, embeddings, buffers) stays
+    sample), the weights of ``nn.MultiheadAttention`` and of transformers' ``Conv1D``, and raw parameters the
+    forward feeds to ``F.linear`` / ``F.conv*`` / ``matmul`` (found in the traced graph, or in swap mode by a
+    recording run on ``example_inputs``); restricted by ``layer_types``, ``include``, ``exclude``,
+    ``filter_fn`` and ``overrides`` (see :class:`BayesConfig`). A tensor tied between several modules is one
+    random variable (``tied``: one shared posterior, or deterministic in every owner; see ``bnn.bayes_report.ties``). Everything else (norms, embeddings, buffers) stays
     deterministic; ``bnn.bayes_report`` lists what was converted and what was skipped, and why.
 
     Routes (``mode``): ``"fx"`` traces the model with torch.fx (in train and in eval mode -- graphs can differ,
@@ -68,9 +70,13 @@ def bayesify(
         leaf_modules: module types torch.fx should not trace into (their layers still become Bayesian).
             timm's own leaf registry is always honoured.
         autowrap_functions: functions to record as single graph nodes (timm's registry is always honoured).
-        concrete_args: forward arguments to fix while tracing (``{"mask": None}``).
+        concrete_args: forward arguments to fix while tracing (``{"flag": True}``). Arguments that default to
+            ``None`` are traced as ``None`` unless fixed here (``{"mask": torch.fx.PH}`` traces one as an
+            input) or given in ``example_inputs``.
         example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs: the traced graph
-            is checked against the eager model on it (catches a branch traced for the wrong argument).
+            is checked against the eager model on it (catches a branch traced for the wrong argument), and in
+            swap mode the forward runs once on it to find raw parameters fed to ``matmul`` / ``F.linear`` / ...
+            (for a transformers model, inputs built from its config are used when none are given).
         allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
             nothing, or a model without supported layers); by default that is an error, since the result would
             be a deterministic network with no posterior.
