@@ -174,7 +174,8 @@ def cached_scales(model: nn.Module) -> Iterator[None]:
 
 
 class _DrawScope(threading.local):
-    draws: Optional[Dict[int, Tensor]] = None  # id(BayesParameter) -> its draw in the current forward
+    def __init__(self) -> None:  # runs in every thread; the attribute always exists (torch.compile guards on it)
+        self.draws: Optional[Dict[int, Tensor]] = None  # id(BayesParameter) -> its draw in the current forward
 
 
 _SCOPE = _DrawScope()

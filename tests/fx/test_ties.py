@@ -162,3 +162,15 @@ def test_roberta_tied_bias_gets_a_gradient():
     missing = [n for n, p in bnn.named_parameters() if p.grad is None]
     assert not missing, missing
     assert bnn.lm_head.bias_posterior.mu.grad.abs().sum() > 0
+
+
+def test_tied_model_compiles_as_one_graph():
+    """The draw scope of a converted forward is visible to torch.compile (no graph break, no failing guard;
+    before, a guard on the scope's thread-local attribute failed under fullgraph=True)."""
+    bnn = _convert("swap")
+    compiled = torch.compile(bnn, backend="aot_eager", fullgraph=True)
+    x = torch.randint(0, VOCAB, (2, 5))
+    with autobayes.use_mean(bnn):
+        torch.testing.assert_close(compiled(x).output, bnn(x).output)
+    out, kl = compiled(x)
+    torch.testing.assert_close(kl, bnn(x).kl)
