@@ -193,7 +193,7 @@ def convert_modules(
             skip_below.append(name)
             continue
         base = base_class(module)
-        wanted, as_type = weights_of(name, module)
+        as_type = weights_of(name, module)[1]
         if as_type is None:
             continue
         swap = base in mappings and name and inside_leaf(name) is None and id(module) not in tied

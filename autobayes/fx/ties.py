@@ -9,7 +9,8 @@ embedding while the embedding trains on its own (and an orphaned bias gets no gr
   (each owner's class derives a posterior attribute, :mod:`autobayes.fx.derive`; no layer is swapped), so every
   read is a sample of the same posterior -- one draw per forward, shared by all reads
   (:func:`autobayes.nn.parameter.shared_draws`) -- and its KL counts once; or
-* ``"deterministic"``: every owner keeps the raw tensor.
+* ``"deterministic"``: every owner keeps the raw tensor (a layer whose weight stays deterministic this way keeps
+  its bias deterministic too; a layer whose bias alone is tied still gets a Bayesian weight).
 
 The choice (:func:`decide`): deterministic when ``BayesConfig(tied="deterministic")``, when no owner is a layer
 autobayes converts (two norms sharing a weight), or when any owner is *explicitly* excluded (an ``exclude``

@@ -26,7 +26,11 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import fx, nn
-from torch.fx._symbolic_trace import _assert_is_none
+
+try:  # the check torch.fx inserts for an argument fixed to None (replaced by require_none, with the fixes)
+    from torch.fx._symbolic_trace import _assert_is_none
+except ImportError:  # pragma: no cover - other torch versions: fx's own assertion message stays
+    _assert_is_none = None
 
 from ..errors import UntraceableModelError
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
