@@ -106,3 +106,31 @@ def test_multihead_attention_in_proj_weight_is_a_posterior_in_swap_mode():
     model.eval()
     with autobayes.use_mean(bnn):
         torch.testing.assert_close(bnn(x).output, model(x))
+
+
+class ReadTwice(nn.Module):
+    """The embedding matrix is read by the lookup and by the output matmul (a tie within one module)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 8)
+        self.body = nn.Linear(8, 8)
+
+    def forward(self, ids):
+        return torch.tanh(self.body(self.emb(ids))) @ self.emb.weight.t()
+
+
+@pytest.mark.parametrize("mode", ["fx", "swap"])
+def test_a_weight_read_twice_is_one_draw_and_one_kl(mode):
+    torch.manual_seed(0)
+    ids = torch.arange(11).unsqueeze(0)
+    bnn = autobayes.bayesify(ReadTwice(), mode=mode, example_inputs=(ids,), posterior="gaussian", kl="closed")
+    assert "weight_posterior" in bnn.emb._modules
+    seen = {}
+    bnn.emb.register_forward_hook(lambda m, a, out: seen.__setitem__("w", out[0]))  # ids = arange: the matrix
+    bnn.body.register_forward_hook(lambda m, a, out: seen.__setitem__("h", out))
+    with torch.no_grad():
+        out, kl = bnn(ids)
+    torch.testing.assert_close(out, torch.tanh(seen["h"]) @ seen["w"].t())  # the matmul read the lookup's draw
+    assert not torch.equal(seen["w"], bnn.emb.weight_posterior.mu)
+    torch.testing.assert_close(kl, bnn.body.kl() + bnn.emb.weight_posterior.kl())
