@@ -151,5 +151,13 @@ def swap_example_inputs(model: nn.Module, inputs: Optional[Tuple[tuple, Dict[str
         return None
     if not is_hf_model(model):
         return None
-    built = example_inputs(model)
+    try:
+        built = example_inputs(model)
+    except Exception as err:  # noqa: BLE001 - the recording run is an analysis: the known layer types still convert
+        warnings.warn(
+            f"autobayes could not build example inputs for {type(model).__name__} ({type(err).__name__}: {err}); "
+            f"weights its forward uses functionally are not searched for. Pass bayesify(model, example_inputs=...)",
+            stacklevel=3,
+        )
+        return None
     return ((), dict(built)) if isinstance(built, dict) else (tuple(built) if isinstance(built, (tuple, list)) else (built,), {})
