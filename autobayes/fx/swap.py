@@ -133,10 +133,11 @@ def record_functional_weights(model: nn.Module, inputs: Optional[Tuple[tuple, Di
     finally:
         model.train(was_training)
     found: Dict[str, List[str]] = {}
-    for pid in recorder.found:
-        for name, module, attr in owners[pid]:
-            if mapped_base(module) is None and attr not in found.get(name, []):
-                found.setdefault(name, []).append(attr)
+    for pid, places in owners.items():  # module order, parameter order: the same result at every run
+        if pid in recorder.found:
+            for name, module, attr in places:
+                if mapped_base(module) is None and attr not in found.get(name, []):
+                    found.setdefault(name, []).append(attr)
     return {name: tuple(attrs) for name, attrs in found.items()}
 
 
