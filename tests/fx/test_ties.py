@@ -6,6 +6,7 @@ became a ``BayesLinear`` holding a copy of the embedding (the embedding trained 
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -106,8 +107,8 @@ def test_training_step_and_state_dict_keep_the_tie(mode):
     x = torch.randint(0, VOCAB, (2, 5))
     with autobayes.use_mean(bnn), autobayes.use_mean(fresh):
         torch.testing.assert_close(fresh(x).output, bnn(x).output)
-    clone = pickle_roundtrip(bnn)
-    assert clone.emb.weight_posterior is clone.head.weight_posterior
+    for clone in (pickle_roundtrip(bnn), copy.deepcopy(bnn)):
+        assert clone.emb.weight_posterior is clone.head.weight_posterior
 
 
 @pytest.mark.parametrize("mode", MODES)
