@@ -70,9 +70,9 @@ def bayesify(
         leaf_modules: module types torch.fx should not trace into (their layers still become Bayesian).
             timm's own leaf registry is always honoured.
         autowrap_functions: functions to record as single graph nodes (timm's registry is always honoured).
-        concrete_args: forward arguments to fix while tracing (``{"flag": True}``). Arguments that default to
-            ``None`` are traced as ``None`` unless fixed here (``{"mask": torch.fx.PH}`` traces one as an
-            input) or given in ``example_inputs``.
+        concrete_args: forward arguments to fix while tracing (``{"size": 224}``). Arguments that default to
+            ``None`` or a bool are traced as their defaults unless fixed here (``{"mask": torch.fx.PH}`` traces
+            one as an input) or given in ``example_inputs``.
         example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs: the traced graph
             is checked against the eager model on it (catches a branch traced for the wrong argument), and in
             swap mode the forward runs once on it to find raw parameters fed to ``matmul`` / ``F.linear`` / ...
