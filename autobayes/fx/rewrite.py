@@ -9,7 +9,9 @@ its layers in place (same qualified names, so every ``call_module`` node still r
    ``F.conv*``, ``matmul``, ``addmm``, ``einsum``, ... -- directly or through input-independent ops such as a weight
    standardisation -- becomes Bayesian too: its owner gets a posterior attribute ``<owner>.<param>_posterior``
    (a :class:`~autobayes.nn.BayesParameter`) and the read becomes a sample. Buffers never become Bayesian;
-   parameters used otherwise (layer-scale gammas, position embeddings, norm weights) stay deterministic.
+   parameters used otherwise (layer-scale gammas, position embeddings, norm weights) stay deterministic, and so
+   does a tied tensor that :func:`~autobayes.fx.convert.convert_modules` left deterministic (patching one owner
+   would untie it; see :mod:`autobayes.fx.ties`).
 2. **One sample per parameter per forward**: repeated reads of the same posterior share one draw. (A Bayesian
    *layer* called twice draws a weight per call; its KL still counts once.)
 3. **KL threading**: one ``total_kl(layer, ...)`` node over the Bayesian layers and stand-alone posteriors the
