@@ -76,11 +76,9 @@ def bayesify(
         allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
             nothing, or a model without supported layers); by default that is an error, since the result would
             be a deterministic network with no posterior.
-        adapter: ``"lora"``: Bayesian low-rank adapters instead of Bayesian weights: each selected ``nn.Linear``
-            gets a LoRA update ``(alpha / rank) * B @ A`` (options ``rank=8``, ``alpha=rank``) whose ``A`` / ``B``
-            alone are Bayesian, every other parameter frozen; ``"peft"`` (also recognised without it): a model
-            PEFT wrapped with LoRA, whose adapter matrices become Bayesian. See :mod:`autobayes.adapters` and
-            :func:`autobayes.merge_adapters`.
+        adapter: ``"lora"`` (options ``rank=8``, ``alpha=rank``): only low-rank adapters on the selected
+            ``nn.Linear`` layers are Bayesian, all else frozen; ``"peft"`` (recognised without it): a PEFT LoRA
+            model's adapters. See :mod:`autobayes.adapters` and :func:`autobayes.merge_adapters`.
         **options: :class:`BayesConfig` fields, e.g. ``posterior="gaussian"``, ``n_mc=100``,
             ``prior_scale=0.1``, ``moped_delta=0.1``, ``include=["head"]``.
 

@@ -10,8 +10,9 @@
    Bayesian (a Gaussian posterior, prior ``N(0, 0.1^2)``: "no change" of the pretrained weights is the prior
    guess). Fine-tune them by variational inference (ELBO) on the new data.
 4. Compare accuracy, NLL and ECE before and after (Monte Carlo predictions with ``autobayes.predict``, and the
-   posterior mean alone: the model average is the better calibrated of the two), and fold the posterior-mean adapters into the base weights with ``autobayes.merge_adapters`` for a deterministic
-   model of the original architecture.
+   posterior mean alone: the model average is the better calibrated of the two), and fold the posterior-mean
+   adapters into the base weights with ``autobayes.merge_adapters``: a deterministic network of the original
+   architecture.
 
 Runs in about ten seconds of CPU time. Output (torch 2.14, one thread):
 

@@ -287,6 +287,16 @@ def test_bad_alpha(alpha):
         autobayes.bayesify(TinyTransformer(), adapter="lora", alpha=alpha)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"moped_delta": 0.1}, "moped_delta sets the posterior std from trained weights"),
+    ({"overrides": {"head": {"moped_delta": 0.1}}}, "overrides\\['head'\\]: moped_delta"),
+    ({"prior_loc": "weights"}, "prior_loc='weights' would centre the adapters' prior"),
+])
+def test_options_meant_for_trained_weights_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        autobayes.bayesify(TinyTransformer(), adapter="lora", **options)
+
+
 def test_nothing_matched():
     with pytest.raises(ConfigError, match=r"no nn.Linear layer of TinyTransformer was selected.*include=\('nope',\)"):
         autobayes.bayesify(TinyTransformer(), adapter="lora", include=["nope"])

@@ -50,7 +50,9 @@ class AdapterSpec:
 
     def to_dict(self) -> Dict[str, Any]:
         """The ``bayesify`` keywords that rebuild it (stored in checkpoints)."""
-        return {"adapter": "lora", "rank": self.rank, "alpha": self.alpha} if self.kind == "lora" else {"adapter": "peft"}
+        if self.kind == "peft":
+            return {"adapter": "peft"}
+        return {"adapter": "lora", "rank": self.rank, "alpha": self.alpha}
 
 
 def adapter_spec(adapter: Any, options: Dict[str, Any]) -> Optional[AdapterSpec]:
@@ -67,7 +69,8 @@ def adapter_spec(adapter: Any, options: Dict[str, Any]) -> Optional[AdapterSpec]
         return adapter
     if adapter is None:
         if given:
-            raise ConfigError(f"{given} are options of LoRA adapters: bayesify(model, adapter='lora', rank=8, alpha=16)")
+            raise ConfigError(f"{given} are options of LoRA adapters: "
+                              f"bayesify(model, adapter='lora', rank=8, alpha=16)")
         return None
     if not isinstance(adapter, str) or adapter.lower() not in ADAPTERS:
         raise UnknownNameError(f"unknown adapter {adapter!r}; choose one of {list(ADAPTERS)} (or None: no "
@@ -156,6 +159,13 @@ def plan_adapters(net: nn.Module, config: BayesConfig, spec: Optional[AdapterSpe
 
 
 def _plan_lora(net: nn.Module, config: BayesConfig, spec: AdapterSpec, allow_deterministic: bool) -> AdapterPlan:
+    for where, options in [("", vars(config))] + [(f"overrides[{k!r}]: ", v) for k, v in config.overrides.items() if v]:
+        if options.get("moped_delta") is not None:  # B starts at 0: its MOPED std would be the 1e-8 floor for good
+            raise ConfigError(f"{where}moped_delta sets the posterior std from trained weights, but the adapters "
+                              f"start fresh (B = 0); use init_scale=... (e.g. 1e-3) or the default initialisation")
+        if options.get("prior_loc") == "weights":
+            raise ConfigError(f"{where}prior_loc='weights' would centre the adapters' prior on their random start; "
+                              f"they are centred at prior_loc=0.0 ('no change of the pretrained weights')")
     chosen, others = lora_candidates(net, config, leaf_ancestors(net, ()))
     if not chosen and not allow_deterministic:
         raise ConfigError(_nothing_selected(net, config, "nn.Linear layer", [n for n, _, _ in others]))
