@@ -168,7 +168,10 @@ def _plan_lora(net: nn.Module, config: BayesConfig, spec: AdapterSpec, allow_det
                               f"they are centred at prior_loc=0.0 ('no change of the pretrained weights')")
     chosen, others = lora_candidates(net, config, leaf_ancestors(net, ()))
     if not chosen and not allow_deterministic:
-        raise ConfigError(_nothing_selected(net, config, "nn.Linear layer", [n for n, _, _ in others]))
+        inside = [n for n, _, why in others if "torch.nn module" in why]
+        note = (f" ({len(inside)} of them, e.g. {inside[0]!r}, sit inside torch.nn modules that read their weights "
+                f"themselves, such as nn.MultiheadAttention: they get no adapter)" if inside else "")
+        raise ConfigError(_nothing_selected(net, config, "nn.Linear layer", [n for n, _, _ in others], note))
     net.requires_grad_(False)
     add_lora(net, chosen, spec.rank, spec.alpha)
     owners = {f"{name}.lora_{part}": name for name, _ in chosen for part in "AB"}
@@ -221,10 +224,10 @@ def conversion_config(config: BayesConfig, layers: List[Tuple[str, nn.Module]], 
                                overrides=overrides)
 
 
-def _nothing_selected(net: nn.Module, config: BayesConfig, what: str, names: List[str]) -> str:
+def _nothing_selected(net: nn.Module, config: BayesConfig, what: str, names: List[str], note: str = "") -> str:
     filters = [f"{k}={getattr(config, k)!r}" for k in _SELECTION if getattr(config, k) not in (None, (), {})]
     shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-    found = f"its {what}s: {shown}" if names else f"it has no {what}"
+    found = f"its {what}s: {shown}{note}" if names else f"it has no {what}"
     return (f"no {what} of {type(net).__name__} was selected for a Bayesian adapter"
             f"{' by ' + ', '.join(filters) if filters else ''}; {found}. Fix the filter (e.g. include=['*attn*']; "
             f"see print(autobayes.inspect_model(model, adapter=...))), or pass allow_deterministic=True")
