@@ -144,6 +144,8 @@ def bayesify(
     if graphs is not None:
         try:
             _build_fx(net, graphs, cfg, report, leaf_types)
+        except ConfigError:
+            raise  # a layer refused its options (e.g. nn.Embedding(max_norm=...)): the same on either route
         except Exception as err:  # noqa: BLE001 - a rewrite failure is reported like a tracing failure
             message = (
                 f"autobayes could not rewrite the traced graph of {type(model).__name__}: {type(err).__name__}: {err}. "

@@ -225,14 +225,19 @@ def test_lstm_language_model_end_to_end_on_the_fx_route():
     assert torch.allclose(kl, sum(m.kl() for m in (bnn.embed, bnn.lstm, bnn.head)))
 
 
-@pytest.mark.parametrize("mode", ["auto", "swap"])
-def test_gru_classifier_with_packed_sequences_end_to_end(mode):
-    """Packing in the forward: the graph route or the documented fallback, swap mode."""
+@pytest.mark.parametrize("mode, options, route", [
+    ("auto", {}, "swap"),  # torch.fx cannot trace pack_padded_sequence: the documented fallback, with a warning
+    ("swap", {}, "swap"),
+    ("fx", {"autowrap_functions": [pack_padded_sequence]}, "fx"),  # or keep the packing out of the graph
+])
+def test_gru_classifier_with_packed_sequences_end_to_end(mode, options, route):
     torch.manual_seed(0)
     model = GRUClassifier()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # auto may fall back to swap mode, with a warning
-        bnn = autobayes.bayesify(model, mode=mode, posterior="gaussian")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bnn = autobayes.bayesify(model, mode=mode, posterior="gaussian", **options)
+    assert bnn.bayes_report.mode == route
+    assert (mode == "auto") == any("falls back to mode='swap'" in str(w.message) for w in caught)
     assert {r.name for r in bnn.bayes_report.converted} == {"gru", "head"}
     x, lengths, y = torch.randn(5, 6, 4), torch.tensor([6, 2, 4, 1, 3]), torch.tensor([0, 1, 2, 1, 0])
     with autobayes.use_mean(bnn):

@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from ..config import BayesConfig
+from ..errors import ConfigError
 from ..nn import ATTRIBUTE_LAYERS, BayesLayer, BayesParameter, get_default_mappings
 from .derive import base_class, set_class
 from .report import ConversionReport, LayerRecord
@@ -149,7 +150,10 @@ def convert_modules(
             report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params, reason=reason))
             continue
         if how == "layer":
-            new = mappings[base_class(module)].from_deterministic(module, cfg)
+            try:
+                new = mappings[base_class(module)].from_deterministic(module, cfg)
+            except ConfigError as err:
+                raise ConfigError(f"layer {name!r}: {err}") from err
             replace_module(model, module, new)
             new_modules[name] = new
         else:

@@ -49,7 +49,7 @@ class _BayesEmbeddingBase(BayesLayer):
                 f"{type(twin).__name__}(max_norm={twin.max_norm}) renormalises its weight in place at each lookup, "
                 f"which a posterior cannot follow. Fixes: build it with max_norm=None (and, if wanted, normalise its "
                 f"output: torch.nn.functional.normalize(emb(x), dim=-1) * max_norm), or keep it deterministic: "
-                f"bayesify(model, exclude=['<its name>']) / drop '{type(twin).__name__}' from layer_types"
+                f"bayesify(model, exclude=[<its name>]) or drop '{type(twin).__name__}' from layer_types"
             )
         self._copy_hyperparameters(twin)
         self.config = config
