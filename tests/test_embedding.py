@@ -184,3 +184,23 @@ def test_max_norm_is_refused_with_the_fix():
         with pytest.raises(ConfigError, match="layer '0': EmbeddingBag.max_norm=1.0."):
             autobayes.bayesify(model, mode=mode, layer_types=["Linear", "EmbeddingBag"])
     assert autobayes.bayesify(model).bayes_report.converted[0].name == "1"  # off by default: untouched
+
+
+class TiedLM(nn.Module):
+    """The output layer reuses the embedding's table (weight tying)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(30, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, tokens):
+        return F.linear(self.lstm(self.embed(tokens))[0], self.embed.weight)
+
+
+def test_an_opt_in_embedding_whose_table_feeds_a_linear_op_is_reported_once():
+    """Off by default as a layer, but its weight is read by F.linear (a tied head), which converts it: the report
+    keeps one record for it, the Bayesian one (it listed it as skipped too, before)."""
+    bnn = autobayes.bayesify(TiedLM())
+    records = [r for r in bnn.bayes_report.records if r.name == "embed"]
+    assert [(r.status, r.how) for r in records] == [("bayesian", "functional")]
