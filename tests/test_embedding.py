@@ -204,3 +204,9 @@ def test_an_opt_in_embedding_whose_table_feeds_a_linear_op_is_reported_once():
     bnn = autobayes.bayesify(TiedLM())
     records = [r for r in bnn.bayes_report.records if r.name == "embed"]
     assert [(r.status, r.how) for r in records] == [("bayesian", "functional")]
+
+
+def test_a_model_of_opt_in_layers_only_says_how_to_convert_them():
+    with pytest.raises(ConfigError, match=r"Embedding, LayerNorm layers are opt-in: convert them with "
+                                          r"layer_types=\['Embedding', 'LayerNorm'\]"):
+        autobayes.bayesify(nn.Sequential(nn.Embedding(10, 3), nn.LayerNorm(3)))

@@ -112,17 +112,18 @@ class _BayesRNNBase(BayesLayer):
     def forward(self, input: Any, hx: Any = None) -> Any:
         """The twin's forward with :meth:`weights` (same inputs and outputs as ``nn.LSTM`` / ``nn.GRU`` /
         ``nn.RNN``)."""
-        runner = self.__dict__["_runner"]
-        runner.training = self.training
-        runner._flat_weights = self.weights()
-        try:
-            if runner._flat_weights[0].is_cuda:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=_CUDNN_COPY_WARNING)
-                    return runner(input, hx)
-            return runner(input, hx)
-        finally:
-            runner._flat_weights = [None] * len(self._weight_names)  # keep no sample alive between forwards
+        # a shallow copy of the parameterless twin holding this forward's weights: nothing shared is mutated (replicas
+        # of DataParallel run in threads), and no sample outlives the forward
+        template = self.__dict__["_runner"]
+        runner = object.__new__(type(template))
+        runner.__dict__.update(template.__dict__)
+        weights = self.weights()
+        runner.__dict__.update(_flat_weights=weights, training=self.training)
+        if weights[0].is_cuda:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_CUDNN_COPY_WARNING)
+                return runner(input, hx)
+        return runner(input, hx)
 
     def kl(self) -> Tensor:
         """``KL(q || p)`` of the layer: the sum over every weight and bias posterior (:func:`autobayes.kl.fused_kl`)."""
