@@ -5,8 +5,8 @@ Precedence for a layer named ``name`` (its qualified name in the model):
 1. ``overrides``: the patterns (``fnmatch`` style, e.g. ``"layer4.*"``) that match ``name`` are applied in
    the order of the dict, an exact name last; a value of ``None`` leaves the layer deterministic, a dict
    replaces the fields it names.
-2. ``layer_types`` (by type; ``None``: the default types, see :func:`default_layer_types`), ``include`` / ``exclude`` (name patterns) and ``filter_fn(module, name)`` must
-   all accept the layer.
+2. ``layer_types`` (by type; ``None``: the default types, see :func:`default_layer_types`), ``include`` /
+   ``exclude`` (name patterns) and ``filter_fn(module, name)`` must all accept the layer.
 
 :meth:`BayesConfig.resolve_layer` applies these rules and says which one keeps a layer deterministic.
 
