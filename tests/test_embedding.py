@@ -210,3 +210,16 @@ def test_a_model_of_opt_in_layers_only_says_how_to_convert_them():
     with pytest.raises(ConfigError, match=r"Embedding, LayerNorm layers are opt-in: convert them with "
                                           r"layer_types=\['Embedding', 'LayerNorm'\]"):
         autobayes.bayesify(nn.Sequential(nn.Embedding(10, 3), nn.LayerNorm(3)))
+
+
+def test_default_layer_types_are_the_supported_ones_less_the_opt_in_ones():
+    from autobayes.config import default_layer_types, supported_layer_types
+    from autobayes.nn.mappings import OPT_IN_LAYER_TYPES
+
+    defaults, supported = default_layer_types(), supported_layer_types()
+    assert {"Linear", "Conv2d", "LSTM", "GRU", "RNN"} <= set(defaults)
+    assert set(supported) - set(defaults) == {t.__name__ for t in OPT_IN_LAYER_TYPES}
+    assert BayesConfig().resolve_layer("gru", nn.GRU(2, 2))[0] is not None
+    assert BayesConfig().resolve_layer("attn", nn.MultiheadAttention(4, 2), as_type=nn.Linear)[0] is not None
+    reason = BayesConfig().resolve_layer("bn", nn.BatchNorm2d(3), as_type=nn.BatchNorm2d)[1]
+    assert "layer_types=['Linear', 'BatchNorm2d']" in reason

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from torch import nn
 
@@ -48,7 +48,8 @@ ATTRIBUTE_LAYERS: Dict[type, Tuple[str, ...]] = {
 }
 
 #: The types ``layer_types=None`` leaves deterministic: ``layer_types`` must name them (``["Linear", "Embedding"]``).
-OPT_IN_LAYER_TYPES = (nn.Embedding, nn.EmbeddingBag, *ATTRIBUTE_LAYERS)
+#: Read live: a type appended here becomes opt-in.
+OPT_IN_LAYER_TYPES: List[type] = [nn.Embedding, nn.EmbeddingBag, *ATTRIBUTE_LAYERS]
 
 # BayesConfig(layer_types=...) accepts the tables' keys, without importing nn/
 register_layer_table(DEFAULT_MAPPINGS, opt_in=OPT_IN_LAYER_TYPES)
