@@ -133,6 +133,8 @@ def test_state_dict_keys_follow_the_other_layers():
     for name in nn.LSTM(3, 4, proj_size=2, bidirectional=True)._flat_weights_names:
         assert {f"{name}_posterior.mu", f"{name}_posterior.log_var"} <= keys
     assert not any(k.startswith("_runner") for k in keys)
+    layer(torch.randn(5, 2, 3))
+    assert all(w is None for w in layer.__dict__["_runner"]._flat_weights)  # a forward mutates no shared state
     clone = BayesLSTM(3, 4, proj_size=2, bidirectional=True)
     clone.load_state_dict(layer.state_dict())
     x = torch.randn(5, 2, 3)
@@ -207,11 +209,12 @@ def _train_step(bnn, inputs, target, loss_fn):
     return {n for n, p in bnn.named_parameters() if not torch.equal(p, before[n])}
 
 
-def test_lstm_language_model_end_to_end_on_the_fx_route():
+@pytest.mark.parametrize("mode", ["fx", "swap"])
+def test_lstm_language_model_end_to_end(mode):
     torch.manual_seed(0)
     model = LanguageModel()
-    bnn = autobayes.bayesify(model, layer_types=["Linear", "LSTM", "Embedding"], posterior="gaussian")
-    assert bnn.bayes_report.mode == "fx"
+    bnn = autobayes.bayesify(model, mode=mode, layer_types=["Linear", "LSTM", "Embedding"], posterior="gaussian")
+    assert bnn.bayes_report.mode == mode
     assert {r.name: r.type for r in bnn.bayes_report.converted} == {"embed": "Embedding", "lstm": "LSTM", "head": "Linear"}
     tokens = torch.randint(0, 20, (3, 9))
     model.eval(), bnn.eval()
