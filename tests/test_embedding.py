@@ -82,11 +82,12 @@ def test_sampled_forward_draws_the_rows_the_batch_uses_and_remaps_them_exactly()
     assert torch.equal(out, expected)
     assert torch.equal(out[0, 1], out[0, 2])  # one draw per forward: a token twice gets the same vector
 
-    bag = BayesEmbeddingBag(12, 4, mode="max", padding_idx=4, config=BayesConfig(posterior="laplace", init_scale=0.5))
-    flat, offsets = torch.tensor([1, 2, 4, 5, 4, 2, 11]), torch.tensor([0, 3, 5])
-    out = (torch.manual_seed(8), bag(flat, offsets))[1]
-    table = _seeded_rows(bag, flat, 8)
-    assert torch.equal(out, F.embedding_bag(flat, table, offsets, mode="max", padding_idx=4))
+    flat, offsets, psw = torch.tensor([1, 2, 4, 5, 4, 2, 11]), torch.tensor([0, 3, 5]), torch.rand(7)
+    for options, weights in ((dict(mode="max", padding_idx=4), None), (dict(mode="sum", include_last_offset=True), psw)):
+        bag = BayesEmbeddingBag(12, 4, **options, config=BayesConfig(posterior="laplace", init_scale=0.5))
+        out = (torch.manual_seed(8), bag(flat, offsets, weights))[1]
+        table = _seeded_rows(bag, flat, 8)
+        assert torch.equal(out, F.embedding_bag(flat, table, offsets, per_sample_weights=weights, **options))
 
 
 @pytest.mark.parametrize("posterior", ["gaussian", "laplace"])
