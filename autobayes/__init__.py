@@ -40,9 +40,14 @@ from .nn import (
     BayesConvTranspose1d,
     BayesConvTranspose2d,
     BayesConvTranspose3d,
+    BayesEmbedding,
+    BayesEmbeddingBag,
+    BayesGRU,
     BayesLayer,
     BayesLinear,
+    BayesLSTM,
     BayesParameter,
+    BayesRNN,
     get_default_mappings,
 )
 from .posteriors import POSTERIORS, Gaussian, Laplace, Logistic, Posterior, Radial, register_posterior
@@ -86,6 +91,11 @@ __all__ = [
     "BayesConvTranspose1d",
     "BayesConvTranspose2d",
     "BayesConvTranspose3d",
+    "BayesLSTM",
+    "BayesGRU",
+    "BayesRNN",
+    "BayesEmbedding",
+    "BayesEmbeddingBag",
     "get_default_mappings",
     # posteriors, priors, KL
     "POSTERIORS",

@@ -152,6 +152,8 @@ def bayesify(
     if graphs is not None:
         try:
             _build_fx(net, graphs, convert_cfg, report, leaf_types)
+        except ConfigError:
+            raise  # a layer refused its options (e.g. nn.Embedding(max_norm=...)): the same on either route
         except Exception as err:  # noqa: BLE001 - a rewrite failure is reported like a tracing failure
             message = (
                 f"autobayes could not rewrite the traced graph of {type(model).__name__}: {type(err).__name__}: {err}. "
@@ -217,6 +219,9 @@ def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionRep
     fix = ("Fix the filter (e.g. include=['fc', 'layer4.*']; see the layer names with `autobayes inspect ARCH` or "
            "print(autobayes.inspect_model(model)))" if filters or layers else
            "Convert a model with such layers (see print(autobayes.inspect_model(model)))")
+    opt_in = sorted({r.type for r in report.skipped if "is opt-in" in r.reason})
+    if opt_in and not filters:
+        fix = f"{', '.join(opt_in)} layers are opt-in: convert them with layer_types={opt_in}"
     return (f"no layer of {name} became Bayesian: {why}. The result would be a deterministic network with no "
             f"posterior. {fix}, or pass allow_deterministic=True (`autobayes train --allow-deterministic`) to "
             f"accept a deterministic network")

@@ -15,6 +15,7 @@ PUBLIC_API = [
     # layers
     "BayesLayer", "BayesParameter", "BayesLinear", "BayesConv1d", "BayesConv2d", "BayesConv3d",
     "BayesConvTranspose1d", "BayesConvTranspose2d", "BayesConvTranspose3d", "get_default_mappings",
+    "BayesLSTM", "BayesGRU", "BayesRNN", "BayesEmbedding", "BayesEmbeddingBag",
     # posteriors, priors, KL
     "POSTERIORS", "Posterior", "Gaussian", "Radial", "Laplace", "Logistic", "register_posterior",
     "PRIORS", "Prior", "Normal", "LaplacePrior", "StudentT", "ScaleMixture", "register_prior",
