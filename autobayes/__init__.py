@@ -1,5 +1,6 @@
 """autobayes: turn any deterministic PyTorch network into a Bayesian neural network in one call."""
 
+from .adapters import LoRALinear, merge_adapters
 from .api import BayesOutput, bayesify, inspect_model, kl_disabled, use_mean
 from .config import BayesConfig
 from .fx.report import ConversionReport
@@ -39,9 +40,14 @@ from .nn import (
     BayesConvTranspose1d,
     BayesConvTranspose2d,
     BayesConvTranspose3d,
+    BayesEmbedding,
+    BayesEmbeddingBag,
+    BayesGRU,
     BayesLayer,
     BayesLinear,
+    BayesLSTM,
     BayesParameter,
+    BayesRNN,
     get_default_mappings,
 )
 from .posteriors import POSTERIORS, Gaussian, Laplace, Logistic, Posterior, Radial, register_posterior
@@ -57,6 +63,9 @@ __all__ = [
     "kl_disabled",
     "BayesOutput",
     "ConversionReport",
+    # low-rank adapters
+    "merge_adapters",
+    "LoRALinear",
     # checkpoints
     "save",
     "load",
@@ -82,6 +91,11 @@ __all__ = [
     "BayesConvTranspose1d",
     "BayesConvTranspose2d",
     "BayesConvTranspose3d",
+    "BayesLSTM",
+    "BayesGRU",
+    "BayesRNN",
+    "BayesEmbedding",
+    "BayesEmbeddingBag",
     "get_default_mappings",
     # posteriors, priors, KL
     "POSTERIORS",

@@ -111,7 +111,9 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--moped-delta", type=float, default=None, metavar="D",
                        help="MOPED initialisation: per-weight posterior std D * |w|")
     group.add_argument("--layer-types", nargs="+", default=None, metavar="TYPE",
-                       help="layer types to convert, e.g. Conv2d Linear")
+                       help="layer types to convert, e.g. Conv2d Linear LSTM (default: linear, convolutional and "
+                       "recurrent layers); Embedding, EmbeddingBag and the norms (BatchNorm2d, LayerNorm, ...) "
+                       "only when named")
     group.add_argument("--include", action="append", default=None, metavar="PATTERN",
                        help="convert only layers whose qualified name matches (fnmatch, e.g. 'layer4.*'); repeatable")
     group.add_argument("--exclude", action="append", default=None, metavar="PATTERN",

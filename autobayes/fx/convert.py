@@ -31,7 +31,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from torch import nn
 
 from ..config import BayesConfig
-from ..nn import BayesLayer, BayesParameter, get_default_mappings
+from ..errors import ConfigError
+from ..nn import ATTRIBUTE_LAYERS, BayesLayer, BayesParameter, get_default_mappings
 from .derive import base_class, set_class
 from .report import ConversionReport, LayerRecord, TieRecord
 from .ties import decide, find_ties, share_posterior
@@ -157,7 +158,13 @@ def convert_modules(
         if mapped is not None:
             return ("weight", "bias"), mapped
         names = tuple(functional.get(name, ())) or functional_weights(module) or ()
-        return names, (nn.Linear if names else None)
+        if names:
+            return names, nn.Linear
+        if isinstance(module._parameters.get("weight"), nn.Parameter):  # affine norms (opt-in): ATTRIBUTE_LAYERS
+            for t, attrs in ATTRIBUTE_LAYERS.items():
+                if isinstance(module, t):
+                    return attrs, t
+        return (), None
 
     def candidate(name: str, module: nn.Module, attr: str) -> Optional[type]:
         names, as_type = weights_of(name, module)
@@ -207,16 +214,20 @@ def convert_modules(
         note = "; ".join(notes)
         ties_here = tied.get(id(module), {})
         shared = [n for n, d in ties_here.items() if d == "shared" and n in weights_of(name, module)[0]]
-        wanted = weights_of(name, module)[0] if how == "attribute" else ("weight", "bias")
-        names = [n for n in wanted if isinstance(module._parameters.get(n), nn.Parameter) and n not in ties_here]
+        if how == "layer":  # nn.LSTM / GRU / RNN: every weight of theirs
+            wanted = tuple(getattr(module, "_flat_weights_names", ("weight", "bias")))
+            names = [n for n in wanted if module._parameters.get(n) is not None]
+        else:
+            wanted = weights_of(name, module)[0]
+            names = [n for n in wanted if isinstance(module._parameters.get(n), nn.Parameter) and n not in ties_here]
         n_params = sum(module._parameters[n].numel() for n in names)
         n_shared = sum(module._modules[n + "_posterior"].mu.numel() for n in shared if n in counted.get(id(module), ()))
-        if ties_here.get("weight") == "deterministic":
-            report.records.append(LayerRecord(name, tname, "skipped", params=names + ["weight"], n_params=n_params,
+        if ties_here.get(wanted[0]) == "deterministic":
+            report.records.append(LayerRecord(name, tname, "skipped", params=names + [wanted[0]], n_params=n_params,
                                               reason=note))
             continue
-        named_weights = mapped_base(module) is None
-        if not shared and "weight" not in names and not (named_weights and names):
+        named_weights = mapped_base(module) is None and base_class(module) not in ATTRIBUTE_LAYERS
+        if not shared and wanted[0] not in names and not (named_weights and names):
             reason = "its weight is not a plain parameter (lazy, parametrized or weight-normed layer)"
             report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params, reason=reason))
             continue
@@ -227,7 +238,10 @@ def convert_modules(
         if cfg is None:  # only its tied tensor is Bayesian (selected through another owner)
             names, n_params = [], 0
         if how == "layer":
-            new = mappings[base_class(module)].from_deterministic(module, cfg)
+            try:
+                new = mappings[base_class(module)].from_deterministic(module, cfg)
+            except ConfigError as err:
+                raise ConfigError(f"layer {name!r}: {err}") from err
             replace_module(model, module, new)
             new_modules[name] = new
         else:

@@ -108,12 +108,23 @@ def test_multihead_attention_in_proj_weight_is_a_posterior_in_swap_mode():
         torch.testing.assert_close(bnn(x).output, model(x))
 
 
+class Table(nn.Module):
+    """A raw embedding table (no nn.Embedding: that type is opt-in, see ``layer_types``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(11, 8))
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight)
+
+
 class ReadTwice(nn.Module):
     """The embedding matrix is read by the lookup and by the output matmul (a tie within one module)."""
 
     def __init__(self):
         super().__init__()
-        self.emb = nn.Embedding(11, 8)
+        self.emb = Table()
         self.body = nn.Linear(8, 8)
 
     def forward(self, ids):
