@@ -93,8 +93,9 @@ class _WeightRecorder(TorchFunctionMode):
 def record_functional_weights(model: nn.Module, inputs: Optional[Tuple[tuple, Dict[str, Any]]]) -> Dict[str, Tuple[str, ...]]:
     """``{module qualname: (parameter names)}``: the raw parameters of modules of no known layer type that the
     forward of ``model`` feeds to a weight op, found by running it once on ``inputs`` (``(args, kwargs)``; eval
-    mode, no gradient, the random state restored). ``{}`` when ``inputs`` is ``None``; a forward that fails warns
-    and gives ``{}`` (the known layer types are still converted).
+    mode, no gradient, the random state restored). Without ``inputs``, a Hugging Face model runs on inputs built
+    from its config (:func:`swap_example_inputs`); otherwise the result is ``{}``. A forward that fails warns and
+    gives ``{}`` (the known layer types are still converted).
 
     Example:
         >>> class Gated(nn.Module):
@@ -106,6 +107,7 @@ def record_functional_weights(model: nn.Module, inputs: Optional[Tuple[tuple, Di
         >>> record_functional_weights(Gated(), ((torch.randn(2, 4),), {}))
         {'': ('w',)}
     """
+    inputs = swap_example_inputs(model, inputs)
     if inputs is None:
         return {}
     owners: Dict[int, List[Tuple[str, nn.Module, str]]] = {}

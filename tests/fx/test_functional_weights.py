@@ -138,8 +138,7 @@ def test_a_weight_read_twice_is_one_draw_and_one_kl(mode):
     bnn = autobayes.bayesify(ReadTwice(), mode=mode, example_inputs=(ids,), posterior="gaussian", kl="closed")
     assert "weight_posterior" in bnn.emb._modules
     seen = {}
-    bnn.emb.register_forward_hook(lambda m, a, out: seen.__setitem__("w", out[0]))  # ids = arange: the matrix
-    bnn.body.register_forward_hook(lambda m, a, out: seen.__setitem__("h", out))
+    bnn.body.register_forward_hook(lambda m, a, out: seen.update(w=a[0][0], h=out))  # ids = arange: the matrix
     with torch.no_grad():
         out, kl = bnn(ids)
     torch.testing.assert_close(out, torch.tanh(seen["h"]) @ seen["w"].t())  # the matmul read the lookup's draw
