@@ -163,5 +163,13 @@ def compile_forwards(model: nn.Module) -> None:
     code = model.__dict__[FORWARD_CODE]
     fns: Dict[str, Any] = {}
     for mode, src in code.items():
-        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _forward_from_src(src, {})
+        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _forward_from_src(_unwrapped(src), {})
     model.__dict__[FORWARD_FNS] = fns
+
+
+def _unwrapped(src: str) -> str:
+    """``src`` without the ``torch.fx._symbolic_trace.wrap("...")`` statements torch.fx emits for autowrapped
+    functions: they only matter to a later re-trace of the code, and executed here they add the function's
+    dotted name to torch.fx's global table of functions to patch, which breaks every later trace in the process
+    (``KeyError: 'torch.nn.utils.rnn.pack_padded_sequence'``)."""
+    return "\n".join(line for line in src.splitlines() if not line.startswith("torch.fx._symbolic_trace.wrap("))
