@@ -68,6 +68,8 @@ def _retie_one(model: nn.Module, key: str, first: str, tied: Mapping[str, str]) 
             return
     owner = _owner(modules, a[:-1])
     name = a[-1]
+    if key not in state or first not in state or state[key].shape != state[first].shape:
+        return  # not the same kind of tensor: left for retie's check to report
     if owner is not None and name in owner._parameters:
         owner._parameters[name] = state[first]
     elif owner is not None and name in owner._buffers:
