@@ -114,7 +114,8 @@ def load_pretrained(folder: Any) -> nn.Module:
     return model.eval()
 
 
-def build_from_config(cls: type, config: Mapping[str, Any], generation: Optional[Mapping[str, Any]] = None) -> nn.Module:
+def build_from_config(cls: type, config: Mapping[str, Any],
+                      generation: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """A freshly initialised ``cls`` of the config dict ``config`` (and generation config ``generation``)."""
     model = cls(cls.config_class.from_dict(dict(config)))
     if generation and getattr(model, "generation_config", None) is not None:

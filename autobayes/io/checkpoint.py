@@ -29,8 +29,10 @@ Tied tensors: one tensor registered under several keys (a posterior module share
 embedding, or a deterministic head tied to the embedding) is stored once, under its first key; ``"tied"`` maps
 every other key to that one (safetensors refuses tensors that share memory, and a copy would untie them).
 Loading gives the stored tensor to every key and checks that the rebuilt network shares them; where it does
-not, the tie is restored (the shared module, or else the shared tensor, is registered under both owners). Nothing is ever unpickled: safetensors holds raw tensors only, and the
-deterministic checkpoints read by :func:`autobayes.io.load_state_dict_file` go through ``torch.load(weights_only=True)``.
+not, the tie is restored (the shared module, or else the shared tensor, is registered under both owners).
+
+Nothing is ever unpickled: safetensors holds raw tensors only, and the deterministic checkpoints read by
+:func:`autobayes.io.load_state_dict_file` go through ``torch.load(weights_only=True)``.
 
 Every write goes to a temporary file in the destination folder, renamed over the destination only once
 complete (:func:`autobayes.io.files.atomic_output`): a crash never leaves a half-written checkpoint behind.

@@ -244,7 +244,8 @@ def _forward(model: nn.Module, x: Any, k: int) -> Tensor:
     if not isinstance(out, Tensor):
         if hasattr(out, "output"):  # BayesOutput(output, kl)
             out = out.output
-        elif isinstance(out, (tuple, list)) and len(out) == 2 and (isinstance(out[0], Tensor) or hasattr(out[0], "logits")):
+        elif isinstance(out, (tuple, list)) and len(out) == 2 and (
+                isinstance(out[0], Tensor) or hasattr(out[0], "logits")):
             out = out[0]
     if not isinstance(out, Tensor) and isinstance(getattr(out, "logits", None), Tensor):
         out = out.logits  # a Hugging Face ModelOutput
@@ -304,7 +305,8 @@ def _batches(data: Any, progress: bool) -> Iterable[Tuple[Tensor, Optional[Tenso
             yield batch[0], (torch.as_tensor(y).cpu() if y is not None else None)
         else:
             raise ConfigError(
-                f"predict: each batch must be a tensor x or a tuple (x, y, ...), got {type(batch).__name__}; "
+                f"predict: each batch must be a tensor x, a tuple (x, y, ...) or a dict of tensors, got "
+                f"{type(batch).__name__}; "
                 f"wrap other loaders, e.g. (batch['image'], batch['label']) for batch in loader"
             )
 

@@ -167,7 +167,8 @@ def concat_token_summaries(parts: List[TokenSummary]) -> TokenSummary:
     to the longest (entropies NaN, ``predicted`` -1, ``mask`` False).
 
     Example:
-        >>> both = concat_token_summaries([token_summary(torch.randn(4, 2, 5, 7)), token_summary(torch.randn(4, 3, 6, 7))])
+        >>> a, b = token_summary(torch.randn(4, 2, 5, 7)), token_summary(torch.randn(4, 3, 6, 7))
+        >>> both = concat_token_summaries([a, b])
         >>> both.predicted.shape, int(both.mask.sum())
         (torch.Size([5, 6]), 28)
     """
