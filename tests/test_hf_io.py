@@ -114,6 +114,12 @@ def test_inspect_folder_and_checkpoint(folders, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "transformers:BertForSequenceClassification (model type 'bert'" in text
     assert "labels:          3" in text
+    # predict / evaluate read images and CSV rows: a text model gets a usage error naming the Python route
+    (tmp_path / "a.txt").write_text("some text")
+    assert main(["predict", str(out), str(tmp_path / "a.txt"), "-o", str(tmp_path / "p.csv")]) == 2
+    assert "autobayes.predict(bnn" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--out", str(tmp_path / "eval")]) == 2
+    assert "holds a Hugging Face model" in capsys.readouterr().err
 
 
 def test_a_head_tied_to_the_embedding_is_stored_once_and_stays_tied(folders, tmp_path):
