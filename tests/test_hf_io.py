@@ -98,7 +98,12 @@ def test_convert_folder_refuses_pickles_foreign_classes_and_arch(folders, tmp_pa
     assert "not a model class of transformers" in capsys.readouterr().err
     assert main(["convert", str(root / "bert_cls"), "-o", str(tmp_path / "c.safetensors"), "--arch", "fcnet"]) == 2
     assert "drop --arch" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in ("a.safetensors", "b.safetensors", "c.safetensors"))
+    state = tmp_path / "state.safetensors"
+    state.write_bytes((root / "bert_cls" / "model.safetensors").read_bytes())
+    assert main(["convert", str(state), "-o", str(tmp_path / "d.safetensors")]) == 2  # a file needs --arch
+    assert "needs --arch" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a.safetensors", "b.safetensors", "c.safetensors",
+                                                      "d.safetensors"))
 
 
 def test_inspect_folder_and_checkpoint(folders, tmp_path, capsys):
@@ -219,6 +224,17 @@ def test_generate_uses_one_posterior_draw_per_call(gpt2_bnn):
     with torch.no_grad():
         a, b = bnn(prompt).output.logits, bnn(prompt).output.logits
     assert not torch.equal(a, b)
+
+
+def test_save_of_a_model_converted_in_python_records_its_class_and_config(gpt2_bnn, tmp_path):
+    model, bnn = gpt2_bnn
+    path = autobayes.save(bnn, tmp_path / "gpt2.safetensors")
+    spec = json.loads(read_safetensors_metadata(path)["autobayes"])
+    assert spec["arch"]["arch"] == "transformers:GPT2LMHeadModel" and spec["arch"]["kwargs"]["config"]["n_embd"] == 32
+    loaded = autobayes.load(path)
+    ids = torch.randint(0, 98, (2, 6))
+    with torch.no_grad(), autobayes.use_mean(loaded):
+        torch.testing.assert_close(loaded(ids).output.logits, model(ids).logits, rtol=0, atol=1e-6)
 
 
 def test_generate_from_a_converted_folder(folders, tmp_path):
