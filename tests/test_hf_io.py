@@ -6,6 +6,7 @@ folders: nothing is downloaded."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import autobayes
 from autobayes.cli import main
 from autobayes.errors import CheckpointError
 from autobayes.hf.generate import one_draw
-from autobayes.io.formats import read_safetensors_metadata
+from autobayes.io.formats import read_safetensors_metadata, tied_tensors
 from autobayes.models import build_model
 
 transformers = pytest.importorskip("transformers")
@@ -208,6 +209,7 @@ def test_generate_uses_one_posterior_draw_per_call(gpt2_bnn):
     0.3 * |h|, far more than the gaps between the top logits). Different seeds draw different networks."""
     _, bnn = gpt2_bnn
     prompt = torch.randint(0, 98, (3, 5))
+    modes = {name: m.forward_mode for name, m in bnn.named_modules() if hasattr(m, "forward_mode")}
     outs = []
     for seed in (1, 2, 1):
         torch.manual_seed(seed)
@@ -217,10 +219,12 @@ def test_generate_uses_one_posterior_draw_per_call(gpt2_bnn):
         torch.manual_seed(seed)
         with torch.no_grad(), one_draw(bnn):
             logits = bnn(out).output.logits
+        logits[..., 98] = -math.inf  # min_new_tokens keeps the end-of-text token (98) out of the generation
         assert torch.equal(logits[:, 4:-1].argmax(-1), out[:, 5:])
-    # a plain forward outside generate draws afresh again, and the layers are back in local mode
+    # a plain forward outside generate draws afresh again, and layers are back in their mode (local: sampled
+    # weights during generate)
     assert all(p.draw_seed is None for p in bnn.modules() if isinstance(p, autobayes.nn.BayesParameter))
-    assert bnn.lm_head.forward_mode == "local"
+    assert modes == {name: m.forward_mode for name, m in bnn.named_modules() if hasattr(m, "forward_mode")}
     with torch.no_grad():
         a, b = bnn(prompt).output.logits, bnn(prompt).output.logits
     assert not torch.equal(a, b)
@@ -232,6 +236,10 @@ def test_save_of_a_model_converted_in_python_records_its_class_and_config(gpt2_b
     spec = json.loads(read_safetensors_metadata(path)["autobayes"])
     assert spec["arch"]["arch"] == "transformers:GPT2LMHeadModel" and spec["arch"]["kwargs"]["config"]["n_embd"] == 32
     loaded = autobayes.load(path)
+    # whatever the conversion ties (with one posterior shared by GPT-2's head and embedding: its four tensors) is
+    # recorded and tied again in the loaded network
+    ties = tied_tensors(bnn.state_dict())
+    assert spec["tied"] == ties and tied_tensors(loaded.state_dict()) == ties
     ids = torch.randint(0, 98, (2, 6))
     with torch.no_grad(), autobayes.use_mean(loaded):
         torch.testing.assert_close(loaded(ids).output.logits, model(ids).logits, rtol=0, atol=1e-6)
