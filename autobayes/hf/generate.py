@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from typing import Any, Iterator, List
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..fx.runtime import BASE_CLASS, KL_DISABLED
+from ..fx.runtime import BASE_CLASS, KL_DISABLED, BayesOutput
 from ..nn.base import BayesLayer
 from ..nn.parameter import BayesParameter
 
@@ -84,8 +85,10 @@ def _output_only(model: nn.Module) -> Iterator[None]:
 
     @functools.wraps(base.forward)
     def forward(*args: Any, **kwargs: Any) -> Any:
-        return root_forward(model, *args, **kwargs).output
+        out = root_forward(model, *args, **kwargs)
+        return out.output if isinstance(out, BayesOutput) else out  # (a graph capture runs the plain forward)
 
+    forward.__signature__ = inspect.signature(base.forward.__get__(model))  # bound: no `self`, as model.forward's
     units = [m for m in model.modules() if isinstance(m, (BayesLayer, BayesParameter))]  # as autobayes.kl_disabled
     previous = [m.__dict__.get(KL_DISABLED, False) for m in units]
     model.__dict__["forward"] = forward
