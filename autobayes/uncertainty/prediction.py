@@ -46,7 +46,7 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
     probabilities is kept, not every sample). Sequence classification (logits ``(N, C)``) gives the per-example
     :class:`ClassificationSummary`. A batch may be a dict of tensors (a tokenizer's output: ``input_ids``,
     ``attention_mask``, ...) passed as keyword arguments; its ``labels`` are kept as targets, not passed, and
-    its ``attention_mask`` becomes the token summary's ``mask``.
+    its ``attention_mask`` becomes the token summary's ``mask`` (when it covers the predicted positions).
 
     Several samples per forward: the batch is repeated ``k`` times along dim 0 (``x.repeat``) and the output
     split back into ``k`` samples. The rows are independent posterior samples only when the model draws its
@@ -133,8 +133,7 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
                     else:
                         outs.append(out)
                 if tokens is not None:
-                    mask = x.get("attention_mask") if isinstance(x, Mapping) else None
-                    summaries.append(tokens.summary(y, mask))
+                    summaries.append(tokens.summary(y, _token_mask(x, tokens)))
                 else:
                     out = torch.cat(outs, dim=0).cpu()
                     summaries.append(_summarise(out, y, task, logits, heteroscedastic, interval, return_samples))
@@ -226,6 +225,13 @@ def _to(x: Any, device: Any) -> Any:
     if isinstance(x, Mapping):
         return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in x.items()}
     return x.to(device)
+
+
+def _token_mask(x: Any, tokens: TokenAccumulator) -> Optional[Tensor]:
+    """A dict batch's ``attention_mask`` when it covers the predicted positions (an encoder-decoder's logits
+    are the decoder's: its encoder mask does not apply)."""
+    mask = x.get("attention_mask") if isinstance(x, Mapping) else None
+    return mask if mask is not None and tuple(mask.shape) == tokens.positions else None
 
 
 def _repeat(x: Tensor, k: int) -> Tensor:

@@ -117,6 +117,11 @@ class TokenAccumulator:
         if self.keep:
             self.kept.append(p.cpu())
 
+    @property
+    def positions(self) -> tuple:
+        """``(N, T)``: the predicted positions (``()`` before the first :meth:`add`)."""
+        return () if self.sum_h is None else tuple(self.sum_h.shape)
+
     def summary(self, targets: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> TokenSummary:
         """The :class:`TokenSummary` of the samples added so far (on the CPU)."""
         if self.count == 0 or self.sum_p is None or self.sum_h is None:
