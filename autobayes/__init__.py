@@ -1,5 +1,6 @@
 """autobayes: turn any deterministic PyTorch network into a Bayesian neural network in one call."""
 
+from .adapters import LoRALinear, merge_adapters
 from .api import BayesOutput, bayesify, inspect_model, kl_disabled, use_mean
 from .config import BayesConfig
 from .fx.report import ConversionReport
@@ -58,6 +59,9 @@ __all__ = [
     "kl_disabled",
     "BayesOutput",
     "ConversionReport",
+    # low-rank adapters
+    "merge_adapters",
+    "LoRALinear",
     # checkpoints
     "save",
     "load",

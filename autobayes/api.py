@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from .adapters import adapter_spec, plan_adapters
 from .config import BayesConfig
 from .errors import ConfigError, UntraceableModelError
 from .fx.convert import convert_modules
@@ -39,6 +40,7 @@ def bayesify(
     concrete_args: Optional[Dict[str, Any]] = None,
     example_inputs: Any = None,
     allow_deterministic: bool = False,
+    adapter: Optional[str] = None,
     **options: Any,
 ) -> nn.Module:
     """Turn a deterministic network into a Bayesian one (mean-field variational inference).
@@ -74,6 +76,9 @@ def bayesify(
         allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
             nothing, or a model without supported layers); by default that is an error, since the result would
             be a deterministic network with no posterior.
+        adapter: ``"lora"`` (options ``rank=8``, ``alpha=rank``): only low-rank adapters on the selected
+            ``nn.Linear`` layers are Bayesian, all else frozen; ``"peft"`` (recognised without it): a PEFT LoRA
+            model's adapters. See :mod:`autobayes.adapters` and :func:`autobayes.merge_adapters`.
         **options: :class:`BayesConfig` fields, e.g. ``posterior="gaussian"``, ``n_mc=100``,
             ``prior_scale=0.1``, ``moped_delta=0.1``, ``include=["head"]``.
 
@@ -98,6 +103,7 @@ def bayesify(
         >>> loss = F.cross_entropy(out, y) + kl / len(train_set)
         >>> head_only = autobayes.bayesify(model, include=["fc"])
     """
+    spec = adapter_spec(adapter, options)  # takes rank / alpha out of options
     cfg = BayesConfig.make(config, **options)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"bayesify expects an nn.Module, got {type(model).__name__}")
@@ -122,6 +128,8 @@ def bayesify(
 
     net = model if inplace else copy.deepcopy(model)
     report = ConversionReport(model=type(model).__name__, mode=mode, n_params_total=sum(p.numel() for p in model.parameters()))
+    plan = plan_adapters(net, cfg, spec, allow_deterministic)  # adapters only: a config naming their matrices
+    convert_cfg = cfg if plan is None else plan.config
 
     graphs = None
     if mode != "swap":
@@ -143,7 +151,7 @@ def bayesify(
 
     if graphs is not None:
         try:
-            _build_fx(net, graphs, cfg, report, leaf_types)
+            _build_fx(net, graphs, convert_cfg, report, leaf_types)
         except Exception as err:  # noqa: BLE001 - a rewrite failure is reported like a tracing failure
             message = (
                 f"autobayes could not rewrite the traced graph of {type(model).__name__}: {type(err).__name__}: {err}. "
@@ -154,9 +162,11 @@ def bayesify(
                 raise UntraceableModelError(message) from err
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
-                            allow_deterministic=allow_deterministic)
+                            allow_deterministic=allow_deterministic, adapter=spec)
     else:
-        _build_swap(net, cfg, report)
+        _build_swap(net, convert_cfg, report)
+    if plan is not None:
+        plan.finish(net, report)
 
     net.bayes_config = cfg
     net.bayes_report = report
@@ -174,7 +184,7 @@ def bayesify(
         if report.mode == "fx" and mode == "auto" and not inplace:
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
-                            allow_deterministic=allow_deterministic)
+                            allow_deterministic=allow_deterministic, adapter=spec)
         raise UntraceableModelError(message)
     return net
 

@@ -5,6 +5,8 @@ import autobayes
 PUBLIC_API = [
     # conversion
     "bayesify", "inspect_model", "use_mean", "kl_disabled", "BayesOutput", "ConversionReport",
+    # low-rank adapters
+    "merge_adapters", "LoRALinear",
     # checkpoints
     "save", "load", "read_checkpoint_info", "CheckpointInfo", "load_state_dict_file", "OutputExistsError",
     # configuration and errors

@@ -9,7 +9,8 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
       "format_version": 1,
       "arch": {"arch": "torchvision:resnet18", "kwargs": {"num_classes": 10, ...}},   # how to rebuild the net
       "bayes_config": {...},                    # BayesConfig.to_dict()
-      "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load
+      "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load,
+                                                # and its adapter options ({"adapter": "lora", "rank": 8, ...})
       "bayesian_layers": ["conv1", "fc", ...],  # qualified names of the converted modules
       "tied": {"lm_head.weight_posterior.mu": "transformer.wte.weight_posterior.mu", ...},  # see below
       "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
@@ -87,7 +88,8 @@ def _bayesify_options(bnn: nn.Module) -> Dict[str, Any]:
     """The route bayesify actually took (``"fx"`` or ``"swap"``, after any fallback), so that loading rebuilds
     the same module tree without tracing again in ``"auto"`` mode."""
     mode = getattr(getattr(bnn, "bayes_report", None), "mode", None)
-    return {"mode": mode} if isinstance(mode, str) else {}
+    adapter = getattr(bnn, "bayes_adapter", None)  # bayesify(adapter="lora", rank=..., alpha=...): rebuilt alike
+    return {**({"mode": mode} if isinstance(mode, str) else {}), **(dict(adapter) if isinstance(adapter, dict) else {})}
 
 
 def _filter_fn_accepted(config: BayesConfig, arch: Mapping[str, Any]) -> Optional[List[str]]:
