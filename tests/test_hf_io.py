@@ -84,6 +84,18 @@ def test_convert_folder_then_load_rebuilds_the_model_from_its_config(folders, tm
         assert not torch.equal(bnn(input_ids=ids).output.logits, expected)
 
 
+def test_a_bfloat16_model_is_rebuilt_in_bfloat16(tmp_path):
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(_bert_config(num_labels=2)).eval().to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    _convert(tmp_path / "bf16", tmp_path / "bf16.safetensors")
+    bnn = autobayes.load(tmp_path / "bf16.safetensors")
+    assert {p.dtype for p in bnn.parameters()} == {torch.bfloat16}  # not upcast to the float32 of a fresh model
+    ids = torch.randint(0, 99, (2, 5))
+    with torch.no_grad(), autobayes.use_mean(bnn):
+        assert torch.equal(bnn(ids).output.logits, model(ids).logits)
+
+
 def test_convert_folder_refuses_pickles_foreign_classes_and_arch(folders, tmp_path, capsys):
     root, _ = folders
     pickled = tmp_path / "pickled"

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+import torch
 from torch import nn
 
 from ..errors import CheckpointError
@@ -116,8 +117,12 @@ def load_pretrained(folder: Any) -> nn.Module:
 
 def build_from_config(cls: type, config: Mapping[str, Any],
                       generation: Optional[Mapping[str, Any]] = None) -> nn.Module:
-    """A freshly initialised ``cls`` of the config dict ``config`` (and generation config ``generation``)."""
+    """A freshly initialised ``cls`` of the config dict ``config`` (and generation config ``generation``), in the
+    floating dtype the config records (``"dtype"``: a model saved in bfloat16 is rebuilt in bfloat16)."""
     model = cls(cls.config_class.from_dict(dict(config)))
+    dtype = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or ""), None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        model = model.to(dtype)
     if generation and getattr(model, "generation_config", None) is not None:
         model.generation_config = type(model.generation_config).from_dict(dict(generation))
     return model.eval()
