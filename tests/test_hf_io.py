@@ -113,6 +113,8 @@ def test_convert_folder_refuses_pickles_foreign_classes_and_arch(folders, tmp_pa
     assert "not a model class of transformers" in capsys.readouterr().err
     assert main(["convert", str(root / "bert_cls"), "-o", str(tmp_path / "c.safetensors"), "--arch", "fcnet"]) == 2
     assert "drop --arch" in capsys.readouterr().err
+    assert main(["convert", str(root / "bert_cls"), "-o", str(tmp_path / "c.safetensors"), "--class-names", "a"]) == 2
+    assert "for the 3 labels" in capsys.readouterr().err
     state = tmp_path / "state.safetensors"
     state.write_bytes((root / "bert_cls" / "model.safetensors").read_bytes())
     assert main(["convert", str(state), "-o", str(tmp_path / "d.safetensors")]) == 2  # a file needs --arch

@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{str(args.source)!r} is a Hugging Face model folder: its config.json names the "
                               f"architecture; drop --arch {args.arch}")
         model = load_pretrained(args.source)
+        labels = getattr(model.config, "num_labels", None)
+        if preprocessing.get("class_names") is not None and len(preprocessing["class_names"]) != labels:
+            raise ConfigError(f"--class-names gives {len(preprocessing['class_names'])} names for the {labels} labels "
+                              f"of {str(args.source)!r} (its config's num_labels)")
     else:
         if args.arch is None:
             raise ConfigError(f"convert {str(args.source)!r} needs --arch (the architecture the state dict belongs "
@@ -145,8 +149,8 @@ def _preprocessing(args: argparse.Namespace) -> dict:
 
 
 def _hf_preprocessing(args: argparse.Namespace) -> dict:
-    """The class names of a Hugging Face folder (``--class-names``, checked against ``num_labels`` later by the
-    reader) and the task; ``--mean`` / ``--std`` describe images and are refused here."""
+    """The class names of a Hugging Face folder (``--class-names``, checked against its ``num_labels`` once the
+    model is read) and the task; ``--mean`` / ``--std`` describe images and are refused here."""
     from ..errors import ConfigError
 
     if args.mean is not None or args.std is not None:
