@@ -259,7 +259,7 @@ def test_save_of_a_model_converted_in_python_records_its_class_and_config(gpt2_b
     # whatever the conversion ties (with one posterior shared by GPT-2's head and embedding: its four tensors) is
     # recorded and tied again in the loaded network
     ties = tied_tensors(bnn.state_dict())
-    assert spec["tied"] == ties and tied_tensors(loaded.state_dict()) == ties
+    assert spec.get("tied", {}) == ties and tied_tensors(loaded.state_dict()) == ties
     ids = torch.randint(0, 98, (2, 6))
     with torch.no_grad(), autobayes.use_mean(loaded):
         torch.testing.assert_close(loaded(ids).output.logits, model(ids).logits, rtol=0, atol=1e-6)

@@ -12,7 +12,7 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
       "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load,
                                                 # and its adapter options ({"adapter": "lora", "rank": 8, ...})
       "bayesian_layers": ["conv1", "fc", ...],  # qualified names of the converted modules
-      "tied": {"lm_head.weight_posterior.mu": "transformer.wte.weight_posterior.mu", ...},  # see below
+      "tied": {"lm_head.weight_posterior.mu": "transformer.wte.weight_posterior.mu", ...},  # if any, see below
       "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
       "versions": {"autobayes": "0.1.0", "torch": "2.14.1", ...},
       "created_at": "2025-01-01T12:00:00+00:00",
@@ -185,11 +185,12 @@ def save(
         "filter_fn_accepted": _filter_fn_accepted(config, arch),
         "bayesify": _bayesify_options(bnn),
         "bayesian_layers": layers,
-        "tied": tied,
         "versions": _versions(),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metadata": dict(metadata or {}),
     }
+    if tied:  # only when there are ties: the header of a network without any is unchanged
+        spec["tied"] = tied
     try:
         header = json.dumps(spec)
     except TypeError as err:
