@@ -7,7 +7,8 @@ A converted module keeps its class's methods and attributes: its class becomes a
   :func:`autobayes.use_mean`), so code that reads ``self.weight`` gets a Bayesian weight;
 * for a converted model's root, a **root mixin**: ``"fx"`` runs the rewritten forward of the current mode,
   ``"swap"`` runs the original forward and adds the KL of the layers it called. Both return
-  :class:`~autobayes.fx.runtime.BayesOutput`.
+  :class:`~autobayes.fx.runtime.BayesOutput`. A ``transformers`` model that can generate also gets
+  :class:`autobayes.hf.generate.GenerateRoot` (``generate`` with one posterior draw per call).
 
 Derived classes are cached and never named at module level: an instance pickles and deep-copies as
 ``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
@@ -119,13 +120,21 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     key = (base, root, tuple(sorted(attrs)))
     cls = _DERIVED.get(key)
     if cls is None:
-        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], _Derived, base)
+        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], *_generate(base), _Derived, base)
         namespace: Dict[str, Any] = {name: _PosteriorAttribute(name) for name in key[2]}
         namespace.update({BASE_CLASS: base, ROOT_MIXIN: root, POSTERIOR_ATTRS: key[2], "__module__": base.__module__})
         cls = type(base)("Bayesian" + base.__name__, bases, namespace)  # not "Bayes...": those are autobayes.nn
         cls.__qualname__ = "Bayesian" + base.__qualname__
         _DERIVED[key] = cls
     return cls
+
+
+def _generate(base: type) -> Tuple[type, ...]:
+    """The mixin giving a converted ``transformers`` model that can generate a working ``generate`` (see
+    :mod:`autobayes.hf.generate`), or nothing."""
+    from ..hf.generate import GenerateRoot, can_generate
+
+    return (GenerateRoot,) if can_generate(base) else ()
 
 
 def _derivation(cls: type) -> Tuple[type, Optional[str], Tuple[str, ...]]:
