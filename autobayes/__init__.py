@@ -33,6 +33,7 @@ from .models import build_model
 from .training import TrainResult, train
 from .uncertainty import ClassificationSummary, RegressionSummary, classification_summary, predict, regression_summary
 from .uncertainty import OODScores, score_ood
+from .uncertainty import TokenSummary, token_summary
 from .nn import (
     BayesConv1d,
     BayesConv2d,
@@ -135,6 +136,8 @@ __all__ = [
     "regression_summary",
     "ClassificationSummary",
     "RegressionSummary",
+    "TokenSummary",
+    "token_summary",
     "score_ood",
     "OODScores",
     "accuracy",

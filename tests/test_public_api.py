@@ -27,7 +27,7 @@ PUBLIC_API = [
     "build_model", "load_dataset", "DatasetInfo", "train", "TrainResult",
     # uncertainty and metrics
     "predict", "classification_summary", "regression_summary", "ClassificationSummary", "RegressionSummary",
-    "score_ood", "OODScores",
+    "TokenSummary", "token_summary", "score_ood", "OODScores",
     "accuracy", "nll", "brier_score", "expected_calibration_error", "reliability_table", "auroc",
     "confidence_curve", "gaussian_nll", "rmse", "interval_coverage",
 ]

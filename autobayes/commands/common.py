@@ -21,6 +21,7 @@ __all__ = [
     "add_runtime_options",
     "device_from_args",
     "positive",
+    "refuse_text_checkpoint",
     "formatter",
 ]
 
@@ -207,3 +208,23 @@ def positive(value: Optional[int], flag: str) -> None:
     """
     if value is not None:
         check_int(value, flag, 1)
+
+
+def refuse_text_checkpoint(path: Path, command: str) -> None:
+    """A usage error for ``autobayes predict`` / ``evaluate`` given the checkpoint of a ``transformers`` model:
+    they read images and CSV rows; text goes through :func:`autobayes.predict` in Python (nothing is said for a
+    file that is not a readable checkpoint: the command's own loading reports that)."""
+    from ..errors import CheckpointError
+    from ..io import read_checkpoint_info
+
+    try:
+        arch = read_checkpoint_info(path).arch.get("arch", "")
+    except CheckpointError:
+        return
+    if str(arch).startswith("transformers:"):
+        raise ConfigError(
+            f"{str(path)!r} holds a Hugging Face model ({arch}); `autobayes {command}` reads images and CSV rows, "
+            f"not text. In Python: bnn = autobayes.load({str(path)!r}); summary = autobayes.predict(bnn, "
+            f"dict(tokenizer(texts, return_tensors='pt', padding=True))) gives per-token (language models) or "
+            f"per-example (classifiers) entropy and mutual information"
+        )
