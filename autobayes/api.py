@@ -18,7 +18,7 @@ from .fx.convert import convert_modules
 from .fx.report import ConversionReport
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import KL_DISABLED, BayesOutput
-from .fx.swap import make_swap_root
+from .fx.swap import make_swap_root, record_functional_weights
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -52,9 +52,9 @@ def bayesify(
 
     Which layers become Bayesian: every ``nn.Linear`` / ``nn.ConvNd`` / ``nn.ConvTransposeNd`` (subclasses
     included: timm's ``Conv2dSame`` / ``StdConv2d`` keep their own forward, their weight becomes a posterior
-    sample), the weights of ``nn.MultiheadAttention``, and raw parameters the traced forward feeds to
-    ``F.linear`` / ``F.conv*`` / ``matmul``; restricted by ``layer_types``, ``include``, ``exclude``,
-    ``filter_fn`` and ``overrides`` (see :class:`BayesConfig`). Everything else (norms, embeddings, buffers) stays
+    sample), the weights of ``nn.MultiheadAttention`` and transformers' ``Conv1D``, raw parameters the forward feeds
+    to ``F.linear`` / ``F.conv*`` / ``matmul`` (a tie is one posterior); restricted by ``layer_types``, ``include``,
+    ``exclude``, ``filter_fn``, ``overrides``, ``tied`` (:class:`BayesConfig`). Everything else (norms, buffers) stays
     deterministic; ``bnn.bayes_report`` lists what was converted and what was skipped, and why.
 
     Routes (``mode``): ``"fx"`` traces the model with torch.fx (in train and in eval mode -- graphs can differ,
@@ -70,9 +70,10 @@ def bayesify(
         leaf_modules: module types torch.fx should not trace into (their layers still become Bayesian).
             timm's own leaf registry is always honoured.
         autowrap_functions: functions to record as single graph nodes (timm's registry is always honoured).
-        concrete_args: forward arguments to fix while tracing (``{"mask": None}``).
-        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs: the traced graph
-            is checked against the eager model on it (catches a branch traced for the wrong argument).
+        concrete_args: forward arguments to fix while tracing (``{"size": 224}``); those defaulting to ``None`` or
+            a bool are traced as their defaults unless fixed here (``{"mask": torch.fx.PH}``: an input) or given.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs: the traced graph is
+            checked against the eager model on it, and swap mode runs it once to find weights used functionally.
         allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
             nothing, or a model without supported layers); by default that is an error, since the result would
             be a deterministic network with no posterior.
@@ -134,7 +135,7 @@ def bayesify(
     graphs = None
     if mode != "swap":
         try:
-            graphs, notes = trace_modes(net, lambda: BayesTracer(leaf_types, wrapped), dict(concrete_args or {}) or None)
+            graphs, notes = trace_modes(net, lambda: BayesTracer(leaf_types, wrapped), dict(concrete_args or {}) or None, inputs)
             report.notes.extend(notes)
         except TraceFailure as failure:
             if mode == "fx":
@@ -166,7 +167,7 @@ def bayesify(
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
                             allow_deterministic=allow_deterministic, adapter=spec)
     else:
-        _build_swap(net, convert_cfg, report)
+        _build_swap(net, convert_cfg, report, inputs)
     if plan is not None:
         plan.finish(net, report)
 
@@ -249,12 +250,12 @@ def _build_fx(net: nn.Module, graphs: Dict[str, Any], cfg: BayesConfig, report: 
         )
 
 
-def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport) -> None:
+def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport, inputs: Optional[tuple] = None) -> None:
     report.mode = "swap"
     # modules of torch.nn with children (nn.TransformerEncoderLayer, ...) may read their layers' weights
     # themselves: convert those layers as posterior attributes, not by swapping.
     inside = leaf_ancestors(net, ())
-    convert_modules(net, cfg, report, inside_leaf=inside.get)
+    convert_modules(net, cfg, report, inside_leaf=inside.get, functional=record_functional_weights(net, inputs))
     make_swap_root(net)
     report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
 

@@ -30,6 +30,7 @@ __all__ = [
     "BayesConfig",
     "FORWARD_MODES",
     "KL_METHODS",
+    "TIE_MODES",
     "register_layer_table",
     "supported_layer_types",
     "default_layer_types",
@@ -39,6 +40,8 @@ __all__ = [
 FORWARD_MODES = ("auto", "local", "sample", "mean")
 #: KL estimators (see :mod:`autobayes.kl`).
 KL_METHODS = ("auto", "closed", "repar", "direct")
+#: What becomes of a tensor shared by several modules (see ``BayesConfig.tied`` and :mod:`autobayes.fx.ties`).
+TIE_MODES = ("shared", "deterministic")
 
 _LAYER_TABLES: List[Mapping[type, Any]] = []
 _OPT_IN: List[Collection[type]] = []
@@ -128,6 +131,14 @@ class BayesConfig:
         filter_fn: ``filter_fn(module, name) -> bool``; layers for which it returns False stay deterministic.
         overrides: per-layer options, ``{pattern: {field: value} | None}``; ``None`` keeps the layer
             deterministic.
+        tied: a tensor shared by several modules (an output head tied to the input embedding, GPT-2's
+            ``lm_head.weight`` *is* ``transformer.wte.weight``) is one random variable, never silently untied:
+            ``"shared"`` (the default) gives all its owners ONE posterior (one draw per forward, read by every
+            owner; its KL counts once); ``"deterministic"`` keeps it deterministic in every owner. The default is
+            ``"shared"`` because the head is the layer that matters most for predictive uncertainty (a
+            head-only posterior is the usual cheap Bayesian last layer) and sharing keeps the tie the model was
+            trained with. A tie is Bayesian when an owner autobayes converts is selected and no owner is
+            matched by ``exclude`` or an ``overrides`` entry of ``None``; the report lists every tie.
 
     Example:
         >>> cfg = BayesConfig(posterior="gaussian", n_mc=1000, overrides={"fc": {"prior_scale": 0.1}})
@@ -152,6 +163,7 @@ class BayesConfig:
     exclude: Tuple[str, ...] = ()
     filter_fn: Optional[Callable[[Any, str], bool]] = None
     overrides: Dict[str, Optional[Dict[str, Any]]] = field(default_factory=dict)
+    tied: str = "shared"
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -162,6 +174,7 @@ class BayesConfig:
         self.prior = _name_in(self.prior, PRIORS.names(), "prior")
         self.kl = _name_in(self.kl, KL_METHODS, "kl")
         self.forward = _name_in(self.forward, FORWARD_MODES, "forward")
+        self.tied = _name_in(self.tied, TIE_MODES, "tied")
         self.n_mc = check_int(self.n_mc, "n_mc", 1, hint="the number of Monte Carlo samples of the KL, e.g. n_mc=100")
         check_int(self.mc_chunk_size, "mc_chunk_size", 1)
         if isinstance(self.prior_loc, str):
@@ -307,7 +320,7 @@ class BayesConfig:
 
 
 # Options that select layers; they make no sense inside a per-layer override.
-_MODEL_LEVEL = {"layer_types", "include", "exclude", "filter_fn", "overrides"}
+_MODEL_LEVEL = {"layer_types", "include", "exclude", "filter_fn", "overrides", "tied"}
 
 
 def _check_prior(name: str, scale: float, kwargs: Dict[str, Any]) -> None:

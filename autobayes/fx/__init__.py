@@ -2,16 +2,18 @@
 
 Kept apart from ``nn/``, ``posteriors/`` and ``kl/`` so that another capture route (torch.export) can sit beside
 it. ``runtime`` is what every converted model runs (its output type and KL); ``derive`` the derived classes and
-the root mixins of both routes; ``convert`` the module-level conversion both routes share; ``tracer`` /
-``rewrite`` the fx route, ``swap`` the fallback; ``report`` what was converted and why.
+the root mixins of both routes; ``convert`` the module-level conversion both routes share, with ``ties`` (a
+tensor shared by several modules is one random variable); ``tracer`` / ``rewrite`` the fx route, ``swap`` the
+fallback (and its recording run for weights used functionally); ``report`` what was converted and why.
 """
 
 from ..kl.fused import sum_kl
 from .convert import convert_modules, select_layer
-from .report import ConversionReport, LayerRecord
+from .report import ConversionReport, LayerRecord, TieRecord
 from .rewrite import WEIGHT_OPS, compile_graph, install_fx_root, rewrite_graph
 from .runtime import BayesOutput, kl_of, kl_units, total_kl
-from .swap import make_swap_root
+from .swap import make_swap_root, record_functional_weights
+from .ties import find_ties
 from .tracer import BayesTracer, TraceFailure, is_leaf, leaf_ancestors, trace_modes
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "WEIGHT_OPS",
     "convert_modules",
     "make_swap_root",
+    "record_functional_weights",
+    "find_ties",
     "select_layer",
     "kl_units",
     "total_kl",
@@ -34,4 +38,5 @@ __all__ = [
     "BayesOutput",
     "ConversionReport",
     "LayerRecord",
+    "TieRecord",
 ]

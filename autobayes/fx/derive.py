@@ -7,8 +7,10 @@ A converted module keeps its class's methods and attributes: its class becomes a
   :func:`autobayes.use_mean`), so code that reads ``self.weight`` gets a Bayesian weight;
 * for a converted model's root, a **root mixin**: ``"fx"`` runs the rewritten forward of the current mode,
   ``"swap"`` runs the original forward and adds the KL of the layers it called. Both return
-  :class:`~autobayes.fx.runtime.BayesOutput`. A ``transformers`` model that can generate also gets
-  :class:`autobayes.hf.generate.GenerateRoot` (``generate`` with one posterior draw per call).
+  :class:`~autobayes.fx.runtime.BayesOutput`, and run the forward inside
+  :func:`~autobayes.nn.parameter.shared_draws` (one draw per posterior per forward). A ``transformers`` model
+  that can generate also gets :class:`autobayes.hf.generate.GenerateRoot` (``generate`` with one posterior draw
+  per call).
 
 Derived classes are cached and never named at module level: an instance pickles and deep-copies as
 ``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
@@ -23,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from torch import nn
 
 from ..config import BayesConfig
+from ..nn.parameter import shared_draws
 from .runtime import BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, total_kl
 
 __all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS"]
@@ -70,7 +73,8 @@ class _FXRoot:
 
     def forward(self, *args: Any, **kwargs: Any) -> BayesOutput:
         fn = self.__dict__[FORWARD_FNS]["train" if self.training else "eval"]
-        output, kl = fn(self, *args, **kwargs)
+        with shared_draws():  # reads of one posterior inside leaf modules (a tied weight) share one draw
+            output, kl = fn(self, *args, **kwargs)
         return BayesOutput(output, kl)
 
     @property
@@ -94,7 +98,8 @@ class _SwapRoot:
         units = [m for m in self.modules() if USED in m.__dict__]
         for m in units:
             m.__dict__[USED] = False
-        output = super().forward(*args, **kwargs)
+        with shared_draws():  # every read of a posterior in this forward (a tied weight's too) is one draw
+            output = super().forward(*args, **kwargs)
         return BayesOutput(output, total_kl(*[m for m in units if m.__dict__[USED]]))
 
     def __getstate__(self) -> Dict[str, Any]:

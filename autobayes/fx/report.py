@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-__all__ = ["LayerRecord", "ConversionReport"]
+__all__ = ["LayerRecord", "TieRecord", "ConversionReport"]
 
 
 @dataclass
@@ -44,6 +44,26 @@ class LayerRecord:
 
 
 @dataclass
+class TieRecord:
+    """One tensor shared by several modules (see :mod:`autobayes.fx.ties`).
+
+    Attributes:
+        names: its qualified parameter names, e.g. ``["transformer.wte.weight", "lm_head.weight"]``.
+        decision: ``"shared"`` (one posterior read by every owner, one draw per forward) or ``"deterministic"``.
+        n_params: number of elements of the tensor.
+        reason: why (``"tied='deterministic'"``, ``"owner 'lm_head' matched by exclude pattern 'lm_head'"``, ...).
+    """
+
+    names: List[str]
+    decision: str
+    n_params: int = 0
+    reason: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class ConversionReport:
     """The outcome of a conversion; ``str(report)`` is a table, :meth:`to_dict` is JSON-ready.
 
@@ -53,6 +73,7 @@ class ConversionReport:
         records: one :class:`LayerRecord` per layer or parameter looked at.
         n_params_total: parameters of the deterministic model.
         notes: messages (why the FX route was not taken, leaf modules, ...).
+        ties: one :class:`TieRecord` per tensor shared by several modules (kept tied either way).
 
     Example:
         >>> report = autobayes.inspect_model(torchvision.models.resnet18())  # doctest: +SKIP
@@ -65,6 +86,7 @@ class ConversionReport:
     records: List[LayerRecord] = field(default_factory=list)
     n_params_total: int = 0
     notes: List[str] = field(default_factory=list)
+    ties: List[TieRecord] = field(default_factory=list)
 
     # ------------------------------------------------------------------ views
     @property
@@ -109,6 +131,7 @@ class ConversionReport:
             "n_converted": len(self.converted),
             "n_skipped": len(self.skipped),
             "records": [r.to_dict() for r in self.records],
+            "ties": [t.to_dict() for t in self.ties],
             "notes": list(self.notes),
         }
 
@@ -132,6 +155,8 @@ class ConversionReport:
             f"{self.n_params_converted:,} now Bayesian ({self.n_params_bayesian:,} variational), "
             f"{self.n_params_deterministic:,} deterministic"
         )
+        lines.extend(f"tie: {' = '.join(t.names)} ({t.n_params:,} parameters): {t.decision}; {t.reason}"
+                     for t in self.ties)
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 

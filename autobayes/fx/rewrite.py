@@ -9,7 +9,9 @@ its layers in place (same qualified names, so every ``call_module`` node still r
    ``F.conv*``, ``matmul``, ``addmm``, ``einsum``, ... -- directly or through input-independent ops such as a weight
    standardisation -- becomes Bayesian too: its owner gets a posterior attribute ``<owner>.<param>_posterior``
    (a :class:`~autobayes.nn.BayesParameter`) and the read becomes a sample. Buffers never become Bayesian;
-   parameters used otherwise (layer-scale gammas, position embeddings, norm weights) stay deterministic.
+   parameters used otherwise (layer-scale gammas, position embeddings, norm weights) stay deterministic, and so
+   does a tied tensor that :func:`~autobayes.fx.convert.convert_modules` left deterministic (patching one owner
+   would untie it; see :mod:`autobayes.fx.ties`).
 2. **One sample per parameter per forward**: repeated reads of the same posterior share one draw. (A Bayesian
    *layer* called twice draws a weight per call; its KL still counts once.)
 3. **KL threading**: one ``total_kl(layer, ...)`` node over the Bayesian layers and stand-alone posteriors the
@@ -36,6 +38,7 @@ from .convert import patch_attributes, select_layer
 from .derive import base_class, compile_forwards, set_class
 from .report import ConversionReport, LayerRecord
 from .runtime import FORWARD_CODE, kl_units, total_kl
+from .ties import find_ties
 
 __all__ = ["rewrite_graph", "kl_units_of_graph", "compile_graph", "install_fx_root", "WEIGHT_OPS"]
 
@@ -116,6 +119,7 @@ def _join(prefix: str, name: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 def _rewrite_parameter_reads(model: nn.Module, graph: fx.Graph, config: BayesConfig, report: ConversionReport) -> None:
     dep = _input_dependent(graph)
+    tied = {id(t.param): t for t in find_ties(model)}  # ties still raw here are deterministic ones
     functional: Dict[str, type] = {}  # get_attr target -> layer type it counts as
     for node in graph.nodes:
         found = _weight_args(node)
@@ -139,6 +143,12 @@ def _rewrite_parameter_reads(model: nn.Module, graph: fx.Graph, config: BayesCon
         elif isinstance(owner._parameters.get(attr), nn.Parameter) and node.target in functional:
             tname = base_class(owner).__name__
             n = owner._parameters[attr].numel()
+            tie = tied.get(id(owner._parameters[attr]))
+            if tie is not None:  # left deterministic by convert_modules' tie decision: patching one owner unties it
+                if not any(r.name == owner_path and attr in r.params for r in report.records):
+                    report.records.append(LayerRecord(owner_path, tname, "skipped", "functional", [attr], n,
+                                                      reason=f"tied to {', '.join(tie.names)} (kept deterministic)"))
+                continue
             cfg, reason = select_layer(config, owner_path, owner, functional[node.target])
             if cfg is None:
                 if not any(r.name == owner_path and attr in r.params for r in report.records):

@@ -10,23 +10,38 @@ Leaf modules (one ``call_module`` node, never traced into):
 * torch.fx's default: modules defined in ``torch.nn`` (except ``nn.Sequential``).
 
 Functions of timm's notrace registry and the ``autowrap_functions`` you pass are recorded as single nodes.
+
+Optional forward arguments that default to ``None`` or a bool (``forward(x, mask=None, is_causal=False)``) are
+traced as their defaults (:func:`traced_defaults`), unless the caller fixes them (``concrete_args=``) or passes
+them in ``example_inputs``: traced as a placeholder, ``if mask is not None`` would silently take the wrong branch.
+The converted forward then refuses another value with an error naming the argument and the fixes
+(:func:`require_traced_value`).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import operator
 import os
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import fx, nn
 
+try:  # the check torch.fx inserts for an argument fixed to None (replaced by require_traced_value, with the fixes)
+    from torch.fx._symbolic_trace import _assert_is_none
+except ImportError:  # pragma: no cover - other torch versions: fx's own assertion message stays
+    _assert_is_none = None
+
 from ..errors import UntraceableModelError
 from ..nn import BayesLayer, BayesParameter, get_default_mappings
 from .derive import base_class
 
-__all__ = ["BayesTracer", "TraceFailure", "timm_registries", "is_leaf", "leaf_ancestors", "trace_modes"]
+__all__ = [
+    "BayesTracer", "TraceFailure", "timm_registries", "is_leaf", "leaf_ancestors", "trace_modes", "traced_defaults",
+    "require_traced_value",
+]
 
 
 def timm_registries() -> Tuple[Tuple[type, ...], Tuple[Callable, ...]]:
@@ -212,8 +227,12 @@ def trace_modes(
     model: nn.Module,
     make_tracer: Callable[[], BayesTracer],
     concrete_args: Optional[Dict[str, Any]] = None,
+    example_inputs: Optional[Tuple[tuple, Dict[str, Any]]] = None,
 ) -> Tuple[Dict[str, fx.Graph], List[str]]:
     """Trace ``model`` in eval and in train mode (graphs can differ: auxiliary heads, stochastic depth).
+
+    Forward arguments that default to ``None`` or a bool are traced as their defaults unless ``concrete_args``
+    fixes them or ``example_inputs`` (``(args, kwargs)``) gives them (:func:`traced_defaults`).
 
     Returns ``({"train": graph, "eval": graph}, notes)``. When only one mode traces, its graph serves both
     (noted); when the model's current mode does not trace, :class:`TraceFailure` is raised.
@@ -222,6 +241,9 @@ def trace_modes(
     graphs: Dict[str, fx.Graph] = {}
     failures: Dict[str, TraceFailure] = {}
     hint = concrete_args_hint(model)
+    fixed = traced_defaults(model, concrete_args or {}, example_inputs)
+    if fixed:
+        concrete_args = {**fixed, **(concrete_args or {})}
     try:
         for mode in ("eval", "train"):  # train last: train() clears caches some models fill in eval mode
             model.train(mode == "train")
@@ -242,4 +264,91 @@ def trace_modes(
     for mode, failure in failures.items():
         graphs[mode] = graphs[current]
         notes.append(f"{failure.summary()}; the {current}-mode graph is used in {mode} mode too")
+    for graph in {id(g): g for g in graphs.values()}.values():
+        _keep_argument_names(graph, concrete_args or {})
+        _explain_fixed_arguments(graph, type(model).__name__)
+    if fixed:
+        notes.append(f"forward argument(s) {', '.join(f'{k}={v!r}' for k, v in fixed.items())} traced as their "
+                     f"defaults; pass concrete_args= or mode='swap' to give them other values")
     return graphs, notes
+
+
+def traced_defaults(model: nn.Module, concrete_args: Dict[str, Any],
+                    example_inputs: Optional[Tuple[tuple, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """``{name: default}``: the optional forward arguments of ``model`` to trace as their defaults.
+
+    Those that default to ``None`` or to a bool (a flag: ``is_causal=False``), except the first positional argument
+    (the input), those in ``concrete_args`` and those ``example_inputs`` (``(args, kwargs)``) gives. Traced as a
+    placeholder instead, ``if mask is not None: ...`` takes the branch for a given mask even when none is passed
+    (timm's Hiera then failed at its first forward with ``'NoneType' object has no attribute 'view'``), and
+    ``if mask is not None or is_causal:`` cannot be traced at all (timm's ViT, once ``mask`` is fixed). Other
+    defaults (numbers, strings) stay inputs: ``x * scale`` keeps the value passed at each call.
+
+    Example:
+        >>> class Masked(nn.Module):
+        ...     def forward(self, x, mask=None, is_causal=False, scale=1.0):
+        ...         return x if mask is None else x * mask
+        >>> traced_defaults(Masked(), {})
+        {'mask': None, 'is_causal': False}
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    P = inspect.Parameter
+    positional = [p.name for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    args, kwargs = example_inputs or ((), {})
+    given = set(positional[: max(len(args), 1)]) | set(kwargs)
+    return {p.name: p.default for p in params
+            if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) and (p.default is None or isinstance(p.default, bool))
+            and p.name not in given and p.name not in concrete_args}
+
+
+def require_traced_value(ok: Any, message: str) -> None:
+    """The check the converted forward runs on an argument traced as a fixed value (``ok``: it is ``None``, or
+    equals the traced bool): raises with ``message`` otherwise. Pickled models name it: keep it here."""
+    if not ok:
+        raise UntraceableModelError(message)
+
+
+def _keep_argument_names(graph: fx.Graph, concrete_args: Dict[str, Any]) -> None:
+    """torch.fx names the placeholder of a fixed argument ``mask_1``: name it ``mask`` again, so the converted
+    forward takes ``mask=...`` as a keyword (and refuses another value with :func:`require_traced_value`'s
+    message, not a ``TypeError``)."""
+    targets = {n.target for n in graph.nodes if n.op == "placeholder"}
+    for node in graph.nodes:
+        if node.op != "placeholder" or not isinstance(node.target, str):
+            continue
+        name = node.target[: -len("_1")] if node.target.endswith("_1") else None
+        if name in concrete_args and name not in targets and f"{name}_2" not in targets:
+            node.target = name
+
+
+def _explain_fixed_arguments(graph: fx.Graph, model_name: str) -> None:
+    """torch.fx checks an argument fixed while tracing with a bare assertion (``_assert_is_none`` for ``None``,
+    ``torch._assert(arg == value)`` otherwise): use :func:`require_traced_value` with a message that names the
+    argument and gives the fixes."""
+    import torch
+
+    for node in list(graph.nodes):
+        if node.op != "call_function" or len(node.args) != 2 or not isinstance(node.args[1], str):
+            continue
+        name, sep, rest = node.args[1].partition(" has been specialized to have value ")
+        if not sep or not rest.endswith(" but got another value"):
+            continue
+        value = rest[: -len(" but got another value")]
+        if _assert_is_none is not None and node.target is _assert_is_none:
+            with graph.inserting_before(node):
+                ok = graph.call_function(operator.is_, (node.args[0], None))
+        elif node.target is torch._assert:
+            ok = node.args[0]
+        else:
+            continue
+        node.target = require_traced_value
+        node.args = (ok, (
+            f"{model_name} was converted with its forward argument {name!r} traced as {value} (its default), so "
+            f"the converted model cannot take another value for it. Fixes: "
+            f"autobayes.bayesify(model, concrete_args={{{name!r}: torch.fx.PH}})  # trace {name} as an input "
+            f"(then always pass it); or autobayes.bayesify(model, example_inputs=(x, {name}))  # the same, "
+            f"checked; or autobayes.bayesify(model, mode='swap')  # no tracing: any argument"
+        ))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional
+import threading
+from typing import Dict, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +15,7 @@ from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 
-__all__ = ["BayesParameter", "cached_scales", "initial_log_var"]
+__all__ = ["BayesParameter", "cached_scales", "shared_draws", "initial_log_var"]
 
 _MIN_SCALE = 1e-8
 #: The default range of the log of a tensor's total initial posterior variance (see :func:`initial_log_var`).
@@ -38,7 +39,9 @@ class BayesParameter(nn.Module):
 
     Calling the module returns a weight sample (one draw of the posterior) or, under
     :func:`autobayes.use_mean`, the posterior mean: this is what replaces a raw parameter read in a traced
-    graph (a weight used functionally, e.g. ``F.linear(x, self.weight)``).
+    graph (a weight used functionally, e.g. ``F.linear(x, self.weight)``). Inside :func:`shared_draws` (entered
+    by a converted model's forward) every call returns the same draw, so all reads of one tensor in a forward --
+    a tensor tied between an embedding and an output head included -- see one sample.
 
     Args:
         mean: the initial posterior mean (a converted layer's weights, or a fresh initialisation).
@@ -125,7 +128,15 @@ class BayesParameter(nn.Module):
         return hit[1]
 
     def forward(self) -> Tensor:
-        return self.mu if self.use_mean else self.sample()
+        if self.use_mean:
+            return self.mu
+        draws = _SCOPE.draws
+        if draws is None:
+            return self.sample()
+        draw = draws.get(id(self))
+        if draw is None:
+            draw = draws[id(self)] = self.sample()
+        return draw
 
     def kl(self) -> Tensor:
         """``KL(q || p)`` of this tensor (summed over its elements), by the configured estimator."""
@@ -160,6 +171,41 @@ def cached_scales(model: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p._cache = None
+
+
+class _DrawScope(threading.local):
+    def __init__(self) -> None:  # runs in every thread; the attribute always exists (torch.compile guards on it)
+        self.draws: Optional[Dict[int, Tensor]] = None  # id(BayesParameter) -> its draw in the current forward
+
+
+_SCOPE = _DrawScope()
+
+
+@contextlib.contextmanager
+def shared_draws() -> Iterator[None]:
+    """Inside the block, each :class:`BayesParameter` returns one draw however often it is called.
+
+    A converted model's forward enters it (both routes), so a weight read several times in one forward -- a
+    tensor tied between an input embedding and an output head, read by both -- is one sample of one random
+    variable, with its KL counted once; the next forward draws anew. Nested blocks share the outermost one's
+    draws; outside any block every call draws. The draws are plain tensors of the forward's graph (gradients flow
+    to ``mu`` and ``log_var`` through every read); ``use_mean`` and ``draw_seed`` keep their meaning.
+    Per thread.
+
+    Example:
+        >>> p = BayesParameter(torch.zeros(3), BayesConfig())
+        >>> with shared_draws():
+        ...     torch.equal(p(), p())
+        True
+    """
+    if _SCOPE.draws is not None:
+        yield
+        return
+    _SCOPE.draws = {}
+    try:
+        yield
+    finally:
+        _SCOPE.draws = None
 
 
 @contextlib.contextmanager

@@ -34,21 +34,21 @@ def test_leaf_modules_option_makes_untraceable_model_traceable():
 
 
 def test_example_inputs_catch_wrong_branch():
-    class Masked(nn.Module):
+    class Scaled(nn.Module):  # a placeholder is no tensor: fx traces the branch for scale=None
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(4, 4)
 
-        def forward(self, x, mask=None):
-            if mask is not None:
-                x = x * mask
+        def forward(self, x, scale=1.0):
+            if isinstance(scale, torch.Tensor):
+                x = x * scale
             return self.fc(x)
 
-    x = torch.randn(2, 4)
+    x, scale = torch.randn(2, 4), torch.full((2, 4), 3.0)
     with pytest.raises(UntraceableModelError, match="concrete_args"):
-        autobayes.bayesify(Masked(), mode="fx", example_inputs=(x,))
-    bnn = autobayes.bayesify(Masked(), mode="fx", concrete_args={"mask": None}, example_inputs=(x,))
+        autobayes.bayesify(Scaled(), mode="fx", example_inputs=(x, scale))
+    bnn = autobayes.bayesify(Scaled(), mode="fx", concrete_args={"scale": 1.0}, example_inputs=(x,))
     assert bnn(x).output.shape == (2, 4)
     with pytest.warns(UserWarning, match="falling back"):
-        bnn = autobayes.bayesify(Masked(), example_inputs=(x,))
+        bnn = autobayes.bayesify(Scaled(), example_inputs=(x, scale))
     assert bnn.bayes_report.mode == "swap"
