@@ -13,14 +13,12 @@ from torch.utils import _pytree as pytree
 
 from .config import BayesConfig
 from .errors import ConfigError, UntraceableModelError
-from .fx.capture_root import CaptureFailure, analyse, build_export
 from .fx.convert import convert_modules
 from .fx.report import ConversionReport
+from .fx.routes import try_export, warn_fallback
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import KL_DISABLED, BayesOutput
 from .fx.swap import make_swap_root
-from .hf.inputs import example_inputs as hf_example_inputs
-from .hf.inputs import is_hf_model
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -153,11 +151,11 @@ def bayesify(
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
                             allow_deterministic=allow_deterministic)
     else:
-        export_failure = None if mode == "swap" else _try_export(model, net, cfg, report, inputs, mode)
+        export_failure = None if mode == "swap" else try_export(model, net, cfg, report, inputs, mode)
         if report.mode != "export":
             _build_swap(net, cfg, report)
         if fx_failure is not None:
-            _warn_fallback(fx_failure, report.mode, export_failure)
+            warn_fallback(fx_failure, report.mode, export_failure)
 
     net.bayes_config = cfg
     net.bayes_report = report
@@ -233,55 +231,6 @@ def _build_fx(net: nn.Module, graphs: Dict[str, Any], cfg: BayesConfig, report: 
             f"{n_leaf} layer(s) inside opaque leaf modules were converted as posterior attributes (their weight "
             f"attribute returns a sample); their KL is counted when the leaf is called"
         )
-
-
-def _try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: ConversionReport,
-                inputs: Optional[tuple], mode: str) -> Optional[str]:
-    """The capture route; sets ``report.mode = "export"`` when it converted ``net``, else returns why not
-    (``mode="export"`` raises instead). A failure after the modules were converted leaves them converted."""
-    if inputs is None and is_hf_model(model):
-        inputs = ((), hf_example_inputs(net))
-        report.notes.append(f"example inputs for the capture: autobayes.hf.example_inputs(model) "
-                            f"({', '.join(inputs[1])})")
-    if inputs is None:
-        reason = ("the capture route (mode='export') needs example inputs: "
-                  "bayesify(model, example_inputs=torch.randn(2, 3, 32, 32))")
-        if mode == "export":
-            raise ConfigError(f"mode='export' captures the forward on example inputs, and none were given. "
-                              f"Pass them: bayesify(model, mode='export', example_inputs=x) (a tensor, a tuple of "
-                              f"positional inputs or a dict of keyword inputs)")
-        report.notes.append(f"export route not taken: {reason}")
-        return reason
-    args, kwargs = inputs
-    try:
-        analysis = analyse(net, args, kwargs)
-    except CaptureFailure as failure:
-        if mode == "export":
-            raise UntraceableModelError(f"{failure}. Fix: bayesify(model, mode='swap'), or change the inputs "
-                                        f"(see the torch.export documentation on non-strict export)") from failure.error
-        report.notes.append(f"export route not taken: {failure}")
-        return str(failure)
-    try:
-        build_export(net, cfg, report, analysis, args, kwargs)
-    except CaptureFailure as failure:
-        if mode == "export":
-            raise UntraceableModelError(f"{failure}. Fix: bayesify(model, mode='swap')") from failure.error
-        report.notes.append(f"export route not taken: {failure}")
-        return str(failure)
-    report.mode = "export"
-    return None
-
-
-def _warn_fallback(failure: TraceFailure, route: str, export_failure: Optional[str]) -> None:
-    """The one warning of an ``auto`` conversion that fx could not trace: why, and which route converted it."""
-    how = {"export": "the forward captured with torch.export, posterior reads rewritten, KL threaded",
-           "swap": "layers swapped in place, KL collected per forward"}[route]
-    graph_fixes = [f for f in failure.fixes() if "mode='swap'" not in f]
-    hint = (f" To use the fx graph route instead: {'; '.join(graph_fixes)}" if graph_fixes
-            else f" Pass mode={route!r} to convert this way without the warning.")
-    skipped = f" (mode='export' was not taken: {export_failure})" if route == "swap" and export_failure else ""
-    warnings.warn(f"{failure.summary()}. autobayes falls back to mode={route!r} ({how}){skipped}.{hint}",
-                  stacklevel=3)
 
 
 def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport) -> None:

@@ -72,18 +72,18 @@ def _eager(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Baye
 @torch.compiler.disable
 def _capture(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any], key: Any) -> Any:
     """Capture ``root`` for a new input structure (outside torch.compile's tracing); ``None`` when it fails."""
-    table = root.__dict__.setdefault(CAPTURED, {})
     try:
         captured, _ = capture_converted(root, args, kwargs)
     except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager forward
         reason = str(CaptureFailure("converted model for these inputs", err))
-        table[key] = reason
+        root.__dict__.setdefault(CAPTURED, {})[key] = reason
         warnings.warn(
             f"{reason}. {type(root).__name__} runs its own forward for inputs of this structure (the KL counts "
             f"the Bayesian layers it calls, as in mode='swap'); other structures keep their captured graphs",
             stacklevel=3,
         )
         return None
+    table = root.__dict__.setdefault(CAPTURED, {})  # fetched after the capture: torch.export restores attributes
     entries = table.get(key)
     table[key] = (entries if isinstance(entries, list) else []) + [captured]
     return captured
