@@ -57,21 +57,26 @@ def bayesify(
     deterministic; ``bnn.bayes_report`` lists what was converted and what was skipped, and why.
 
     Routes (``mode``): ``"fx"`` traces the model with torch.fx (in train and in eval mode -- graphs can differ,
-    e.g. auxiliary heads) and rewrites the graph to thread the KL; ``"swap"`` swaps layers in place and collects
-    the KL of the layers each forward calls (for models fx cannot trace); ``"auto"`` tries ``"fx"`` and falls
-    back to ``"swap"`` with a warning saying why and where.
+    e.g. auxiliary heads) and rewrites the graph to thread the KL; ``"export"`` captures the forward with
+    ``torch.export`` (non-strict, dynamic shapes) on ``example_inputs`` -- for a Hugging Face ``transformers``
+    model they default to :func:`autobayes.hf.example_inputs` -- and rewrites that graph the same way (train /
+    eval and each input structure captured at first use; see :mod:`autobayes.fx.capture_root`); ``"swap"`` swaps
+    layers in place and collects the KL of the layers each forward calls; ``"auto"`` tries ``"fx"``, then
+    ``"export"`` (when example inputs exist), then ``"swap"``, with one warning saying why and which route
+    converted the model (``bnn.bayes_report.mode`` and its notes record it too).
 
     Args:
         model: any ``nn.Module``; left untouched unless ``inplace=True``.
         config: a :class:`BayesConfig` or a dict of its fields; ``options`` override it.
         inplace: convert ``model`` itself instead of a deep copy.
-        mode: ``"auto"``, ``"fx"`` or ``"swap"``.
+        mode: ``"auto"``, ``"fx"``, ``"export"`` or ``"swap"``.
         leaf_modules: module types torch.fx should not trace into (their layers still become Bayesian).
             timm's own leaf registry is always honoured.
         autowrap_functions: functions to record as single graph nodes (timm's registry is always honoured).
         concrete_args: forward arguments to fix while tracing (``{"mask": None}``).
         example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs: the traced graph
-            is checked against the eager model on it (catches a branch traced for the wrong argument).
+            is checked against the eager model on it (catches a branch traced for the wrong argument), and the
+            capture route (``"export"``) captures the forward on it.
         allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
             nothing, or a model without supported layers); by default that is an error, since the result would
             be a deterministic network with no posterior.
@@ -89,8 +94,9 @@ def bayesify(
         UnknownNameError: an unknown option or option value (the message suggests the closest name).
         ConfigError: an invalid option value, or no layer became Bayesian (the message names the filters and
             lists layers that exist; pass ``allow_deterministic=True`` to accept that).
-        UntraceableModelError: with ``mode="fx"``, when torch.fx cannot trace the model; the message names the
-            module path and the operation and gives the fixes as code.
+        UntraceableModelError: with ``mode="fx"``, when torch.fx cannot trace the model (the message names the
+            module path and the operation and gives the fixes as code); with ``mode="export"``, when torch.export
+            cannot capture it.
 
     Example:
         >>> model = torchvision.models.resnet18(num_classes=10)

@@ -260,3 +260,27 @@ def test_hf_model_trains_at_a_new_size_with_every_parameter_getting_a_gradient(h
     (out.logits.square().mean() + kl * 1e-6).backward()
     missing = [n for n, p in bnn.named_parameters() if p.grad is None]
     assert not missing, missing
+
+
+def test_an_input_structure_that_cannot_be_captured_runs_eagerly_after_one_warning():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x, flag=None):
+            if x.dim() == 2 and flag is not None and float(flag.sum()) > 0:  # data-dependent: no capture
+                return self.b(x)
+            return self.b(torch.relu(self.a(x)))
+
+    x = torch.randn(3, 4)
+    bnn = autobayes.bayesify(Branchy(), mode="export", example_inputs=(x,), kl="closed")
+    with pytest.warns(UserWarning, match="runs its own forward for inputs of this structure"):
+        out, kl = bnn(x, torch.ones(1))
+    torch.testing.assert_close(kl, kl_of(bnn.b))  # only the layer the forward called
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per structure
+        out, kl = bnn(x, torch.ones(1))
+        (out.sum() + kl).backward()
+        torch.testing.assert_close(bnn(x).kl, kl_of(bnn.a) + kl_of(bnn.b))  # the captured structure still runs
+    assert bnn.b.weight_posterior.mu.grad is not None
