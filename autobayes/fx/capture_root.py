@@ -153,7 +153,7 @@ def analyse(model: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Di
     """
     start = time.perf_counter()
     try:
-        program, notes = export_forward(model, args, kwargs)
+        program, notes = export_forward(model, args, kwargs, dynamic=False)  # the data flow is all it needs
     except Exception as err:  # noqa: BLE001 - reported by the caller (fallback or error)
         raise CaptureFailure("model", err) from err
     graph = program.module().graph

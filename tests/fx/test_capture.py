@@ -284,3 +284,20 @@ def test_an_input_structure_that_cannot_be_captured_runs_eagerly_after_one_warni
         (out.sum() + kl).backward()
         torch.testing.assert_close(bnn(x).kl, kl_of(bnn.a) + kl_of(bnn.b))  # the captured structure still runs
     assert bnn.b.weight_posterior.mu.grad is not None
+
+
+def test_hf_state_dict_round_trip_and_deepcopy_recapture(hf):
+    name, model, bnn = hf
+    keys = list(bnn.state_dict())
+    assert not [k for k in keys if "_autobayes" in k]  # GPT-2's lifted constants stay out of the state dict
+    if name == "bert":  # no functionally used weights: the same module tree as swap mode
+        assert keys == list(autobayes.bayesify(model, mode="swap").state_dict())
+    clone = copy.deepcopy(bnn)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(0.5)
+    clone.load_state_dict(bnn.state_dict())
+    bnn.eval(), clone.eval()
+    ids = torch.randint(4, 99, (2, 6))
+    with autobayes.use_mean(bnn), autobayes.use_mean(clone):
+        torch.testing.assert_close(clone(input_ids=ids).output.logits, bnn(input_ids=ids).output.logits)
