@@ -93,28 +93,38 @@ def flatten_inputs(args: Sequence[Any], kwargs: Dict[str, Any]) -> Tuple[List[An
 
 
 def structure_key(model: nn.Module, leaves: Sequence[Any], spec: Any) -> Tuple[Any, ...]:
-    """What a captured graph is valid for: train/eval, the model's device, the inputs' pytree structure (so which
-    optional arguments were passed), their non-tensor values, and each tensor's rank, dtype and device."""
+    """What a captured graph is valid for: train/eval, the model's device, the autocast state (a capture under
+    autocast records its casts), the inputs' pytree structure (so which optional arguments were passed), their
+    non-tensor values, and each tensor's rank, dtype and device."""
     param = next(model.parameters(), None)
+    device = None if param is None else param.device
+    autocast = None
+    if device is not None and torch.is_autocast_enabled(device.type):
+        autocast = (device.type, torch.get_autocast_dtype(device.type))
     meta = tuple(
-        ("T", t.dim(), t.dtype, str(t.device), t.requires_grad) if isinstance(t, torch.Tensor) else ("V", repr(t))
-        for t in leaves
+        ("T", t.dim(), t.dtype, str(t.device)) if isinstance(t, torch.Tensor) else ("V", repr(t)) for t in leaves
     )
-    return (model.training, None if param is None else str(param.device), str(spec), meta)
+    return (model.training, str(device), autocast, str(spec), meta)
 
 
-def _register_caches() -> None:
-    """Let torch.export see through ``transformers``' ``DynamicCache`` (a causal LM returns one by default):
-    ``transformers`` registers its pytree itself when asked; nothing happens when it is not imported."""
+def _register_caches(model: nn.Module) -> None:
+    """Let torch.export see through ``transformers``' cache objects (a causal LM returns a ``DynamicCache``, an
+    encoder-decoder an ``EncoderDecoderCache``, by default): ``transformers`` registers their pytrees itself
+    when asked; nothing happens when it is not imported."""
     if "transformers" not in sys.modules:
         return
     try:
-        from transformers.integrations.executorch import register_dynamic_cache_export_support
-    except Exception:  # noqa: BLE001 - an older / newer transformers without it: the cache stays opaque
-        return
+        from transformers.exporters.exporter_dynamo import register_cache_pytrees_for_model
+    except Exception:  # noqa: BLE001 - an older transformers: only DynamicCache has a registration
+        register_cache_pytrees_for_model = None
     try:
-        register_dynamic_cache_export_support()
-    except Exception:  # noqa: BLE001 - already registered in another way
+        if register_cache_pytrees_for_model is not None:
+            register_cache_pytrees_for_model(model)
+        else:
+            from transformers.integrations.executorch import register_dynamic_cache_export_support
+
+            register_dynamic_cache_export_support()
+    except Exception:  # noqa: BLE001 - registered already in another way, or not available: the cache stays opaque
         pass
 
 
@@ -142,7 +152,7 @@ def export_forward(model: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]
     """
     from torch.export import export
 
-    _register_caches()
+    _register_caches(model)
     args, kwargs = tuple(args), dict(kwargs)
     notes: List[str] = []
     with torch.random.fork_rng(devices=[]):

@@ -102,7 +102,13 @@ def _add_constant(root: nn.Module, value: torch.Tensor) -> str:
 
 
 def _rewrite_layers(root: nn.Module, graph: fx.Graph) -> None:
-    """Pass 1: a layer op of a Bayesian layer's own forward becomes a call of that layer."""
+    """Pass 1: a layer op of a Bayesian layer's own forward becomes a call of that layer, when it is the only
+    operation of that forward (so the call repeats nothing: a padding mode's ``F.pad``, say, stays outside)."""
+    ops_in: Dict[Optional[str], int] = {}
+    for node in graph.nodes:
+        if node.op == "call_function":
+            scope = _innermost_module(node)
+            ops_in[scope] = ops_in.get(scope, 0) + 1
     for node in list(graph.nodes):
         if node.op != "call_function" or getattr(node.target, "overloadpacket", None) not in _LAYER_OPS:
             continue
@@ -112,6 +118,8 @@ def _rewrite_layers(root: nn.Module, graph: fx.Graph) -> None:
         posterior = _posterior_of(root, weight.target)
         layer_path = posterior.rpartition(".")[0] if posterior else None
         if posterior is None or not posterior.endswith("weight_posterior") or _innermost_module(node) != layer_path:
+            continue
+        if ops_in.get(layer_path) != 1:
             continue
         layer = _lookup(root, layer_path)
         if not isinstance(layer, BayesLayer) or layer.weight_posterior is not _lookup(root, posterior):

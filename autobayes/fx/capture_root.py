@@ -124,7 +124,6 @@ class ExportRoot:
     def __getstate__(self) -> Dict[str, Any]:
         state = strip_state(super().__getstate__())
         state.pop(CAPTURED, None)
-        state.pop(_HOOKED, None)
         state[CAPTURING] = False
         buffers = state.get("_buffers")
         if buffers is not None:

@@ -73,7 +73,8 @@ def _audio_length(config: Any) -> int:
     """A raw-sample count long enough for a wav2vec2-style convolutional feature extractor (a few frames)."""
     kernels = list(getattr(config, "conv_kernel", None) or [10, 3, 3, 3, 3, 2, 2])
     strides = list(getattr(config, "conv_stride", None) or [5, 2, 2, 2, 2, 2, 2])
-    length = 8  # output frames wanted (also above the feature projection's and masking's needs)
+    # output frames wanted: more than twice SpecAugment's mask length (training masks spans of that many frames)
+    length = max(16, 2 * int(getattr(config, "mask_time_length", 0) or 0) + 2)
     for k, s in reversed(list(zip(kernels, strides))):
         length = (length - 1) * s + k
     return max(length, int(getattr(config, "num_mel_bins", 0) or 0))

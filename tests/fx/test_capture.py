@@ -301,3 +301,24 @@ def test_hf_state_dict_round_trip_and_deepcopy_recapture(hf):
     ids = torch.randint(4, 99, (2, 6))
     with autobayes.use_mean(bnn), autobayes.use_mean(clone):
         torch.testing.assert_close(clone(input_ids=ids).output.logits, bnn(input_ids=ids).output.logits)
+
+
+def test_a_layer_whose_forward_is_more_than_its_op_samples_its_posteriors_instead_of_being_called():
+    class Convs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")  # F.pad, then the convolution
+            self.d = nn.Conv2d(4, 2, 3)
+
+        def forward(self, x):
+            if x.dim() == 4:
+                x = self.d(self.c(x))
+            return x.mean((2, 3))
+
+    model, x = Convs().eval(), torch.randn(2, 3, 8, 8)
+    bnn = autobayes.bayesify(model, mode="export", example_inputs=(x,), kl="closed").eval()
+    assert "self.c.weight_posterior()" in bnn.code and "self.d(" in bnn.code  # c is not called: it would pad twice
+    with autobayes.use_mean(bnn):
+        out, kl = bnn(x)
+    torch.testing.assert_close(out, model(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(kl, kl_of(bnn.c) + kl_of(bnn.d))
