@@ -189,6 +189,13 @@ def build_export(net: nn.Module, cfg: BayesConfig, report: ConversionReport, ana
     note = specialised_note(captured.fixed, [pytree.keystr(path) for path, _ in paths])
     if note:
         report.notes.append(note)
+    constants = [n for n, b in net.named_buffers(recurse=False) if n.startswith(CONSTANT_PREFIX) and b.numel()]
+    if constants and net.training:
+        report.notes.append(
+            f"the train-mode capture holds {len(constants)} constant tensor(s) the forward computed while it was "
+            f"captured: a value drawn with numpy or Python's random module (a SpecAugment mask, say) is the same "
+            f"at every call. If the model draws such values, use mode='swap'"
+        )
     report.notes.append(
         f"export mode: captured with torch.export (model {analysis['seconds']:.1f} s, converted model "
         f"{time.perf_counter() - start:.1f} s, {'train' if net.training else 'eval'} mode); the other mode and "
