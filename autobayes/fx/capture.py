@@ -129,11 +129,12 @@ def _register_caches(model: nn.Module) -> None:
 
 
 def _dynamic_shapes(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """``Dim.AUTO`` on every dimension of every tensor input, keyed by the forward's argument names."""
+    """``Dim.AUTO`` on every dimension (of size 2 or more) of every tensor input, keyed by the forward's argument
+    names."""
     from torch.export import Dim
 
-    def dims(x: Any) -> Any:
-        return {i: Dim.AUTO for i in range(x.dim())} if isinstance(x, torch.Tensor) else None
+    def dims(x: Any) -> Any:  # sizes 0 and 1 are specialised anyway (torch.export warns): left static
+        return {i: Dim.AUTO for i in range(x.dim()) if x.shape[i] > 1} if isinstance(x, torch.Tensor) else None
 
     bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
     return {name: pytree.tree_map(dims, value) for name, value in bound.items()}

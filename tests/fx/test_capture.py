@@ -213,7 +213,7 @@ def test_a_posterior_under_two_owners_is_one_draw_and_one_kl():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hugging Face transformers, from small random configs
+# Hugging Face transformers, from small random configs (marked slow: two captures each, ~10 s on a busy CPU)
 # ---------------------------------------------------------------------------------------------------------------
 def _hf(name):
     transformers = pytest.importorskip("transformers")
@@ -236,6 +236,7 @@ def hf(request):
     return request.param, model, bnn
 
 
+@pytest.mark.slow
 def test_hf_model_converts_by_export_and_keeps_its_output_type(hf):
     name, model, bnn = hf
     assert bnn.bayes_report.mode == "export"
@@ -251,6 +252,7 @@ def test_hf_model_converts_by_export_and_keeps_its_output_type(hf):
         assert bnn.bayes_report.get("transformer.h.0.attn.c_attn").how == "functional"
 
 
+@pytest.mark.slow
 def test_hf_model_trains_at_a_new_size_with_every_parameter_getting_a_gradient(hf):
     _, _, bnn = hf
     bnn.train()
@@ -286,6 +288,7 @@ def test_an_input_structure_that_cannot_be_captured_runs_eagerly_after_one_warni
     assert bnn.b.weight_posterior.mu.grad is not None
 
 
+@pytest.mark.slow
 def test_hf_state_dict_round_trip_and_deepcopy_recapture(hf):
     name, model, bnn = hf
     keys = list(bnn.state_dict())
@@ -322,3 +325,13 @@ def test_a_layer_whose_forward_is_more_than_its_op_samples_its_posteriors_instea
         out, kl = bnn(x)
     torch.testing.assert_close(out, model(x), atol=1e-5, rtol=0)
     torch.testing.assert_close(kl, kl_of(bnn.c) + kl_of(bnn.d))
+
+
+def test_a_size_one_dimension_gets_its_own_specialised_capture(shaped):
+    model, bnn, _ = shaped
+    model.eval(), bnn.eval()
+    x = torch.randn(1, 6)  # torch.export specialises sizes 0 and 1: the dynamic graph (sizes >= 2) is not used
+    with autobayes.use_mean(bnn):
+        torch.testing.assert_close(bnn(x).output["out"], model(x)["out"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(bnn(torch.randn(4, 6)).output["out"].shape, torch.Size([4, 4]))
+    assert any(e.fixed == {(0, 0): 1} for e in captured_entries(bnn))
