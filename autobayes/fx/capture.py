@@ -68,6 +68,7 @@ class Captured:
         fixed: ``{(input leaf index, dim): size}`` of the dimensions the capture specialised.
         lower: ``{(input leaf index, dim): minimum size}`` of the dynamic dimensions (usually 2: torch.export
             specialises sizes 0 and 1).
+        units: qualified names of the KL units the graph uses (its KL sums theirs).
     """
 
     fn: Callable
@@ -75,6 +76,7 @@ class Captured:
     source: str
     fixed: Dict[Tuple[int, int], int] = field(default_factory=dict)
     lower: Dict[Tuple[int, int], int] = field(default_factory=dict)
+    units: Tuple[str, ...] = ()
 
     def accepts(self, leaves: Sequence[Any]) -> bool:
         """Whether the flat inputs ``leaves`` have the sizes this graph was captured for."""

@@ -163,7 +163,7 @@ def _rewrite_reads(root: nn.Module, graph: fx.Graph) -> None:
         graph.erase_node(node)
 
 
-def _finish(root: nn.Module, graph: fx.Graph) -> None:
+def _finish(root: nn.Module, graph: fx.Graph) -> Tuple[str, ...]:
     """Pass 3 and cleaning: drop the guards call and the pytree codegen, thread the KL into the output."""
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
@@ -178,6 +178,7 @@ def _finish(root: nn.Module, graph: fx.Graph) -> None:
     output.args = ((flat, total),)
     graph.eliminate_dead_code()
     graph.lint()
+    return tuple(units)
 
 
 def capture_converted(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Tuple[Captured, List[str]]:
@@ -195,7 +196,7 @@ def capture_converted(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, An
     _rewrite_layers(root, graph)
     _rewrite_reads(root, graph)
     graph.owning_module = root  # its targets now name the root's modules and buffers
-    _finish(root, graph)
+    units = _finish(root, graph)
     source = compile_graph(graph)
     out_spec = program.call_spec.out_spec
-    return Captured(_forward_from_src(source, {}), out_spec, source, fixed, lower), notes
+    return Captured(_forward_from_src(source, {}), out_spec, source, fixed, lower, units), notes

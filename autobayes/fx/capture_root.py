@@ -184,6 +184,9 @@ def build_export(net: nn.Module, cfg: BayesConfig, report: ConversionReport, ana
     except Exception as err:  # noqa: BLE001 - reported by the caller
         raise CaptureFailure("converted model", err) from err
     net.__dict__[CAPTURED] = {structure_key(net, leaves, spec): [captured]}
+    for record in report.converted:
+        record.used = any(u == record.name or u.startswith(record.name + ".") if record.name else True
+                          for u in captured.units)
     report.notes.extend(notes)
     paths = pytree.tree_flatten_with_path((tuple(args), dict(kwargs)))[0]
     note = specialised_note(captured.fixed, [pytree.keystr(path) for path, _ in paths])

@@ -68,6 +68,7 @@ def test_auto_falls_back_to_export_and_says_why(shaped):
     assert [m for m in messages if "falls back to mode='export'" in m], messages
     assert report.get("").how == "functional" and report.get("").params == ["w"]  # the matmul weight, found
     assert report.get("fc").how == "layer"
+    assert report.get("fc").used and report.get("").used
 
 
 def test_export_needs_example_inputs_and_auto_skips_it_without_them():
