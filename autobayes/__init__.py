@@ -1,5 +1,6 @@
 """autobayes: turn any deterministic PyTorch network into a Bayesian neural network in one call."""
 
+from .adapters import LoRALinear, merge_adapters
 from .api import BayesOutput, bayesify, inspect_model, kl_disabled, use_mean
 from .config import BayesConfig
 from .fx.report import ConversionReport
@@ -32,6 +33,7 @@ from .models import build_model
 from .training import TrainResult, train
 from .uncertainty import ClassificationSummary, RegressionSummary, classification_summary, predict, regression_summary
 from .uncertainty import OODScores, score_ood
+from .uncertainty import TokenSummary, token_summary
 from .nn import (
     BayesConv1d,
     BayesConv2d,
@@ -39,9 +41,14 @@ from .nn import (
     BayesConvTranspose1d,
     BayesConvTranspose2d,
     BayesConvTranspose3d,
+    BayesEmbedding,
+    BayesEmbeddingBag,
+    BayesGRU,
     BayesLayer,
     BayesLinear,
+    BayesLSTM,
     BayesParameter,
+    BayesRNN,
     get_default_mappings,
 )
 from .posteriors import POSTERIORS, Gaussian, Laplace, Logistic, Posterior, Radial, register_posterior
@@ -57,6 +64,9 @@ __all__ = [
     "kl_disabled",
     "BayesOutput",
     "ConversionReport",
+    # low-rank adapters
+    "merge_adapters",
+    "LoRALinear",
     # checkpoints
     "save",
     "load",
@@ -82,6 +92,11 @@ __all__ = [
     "BayesConvTranspose1d",
     "BayesConvTranspose2d",
     "BayesConvTranspose3d",
+    "BayesLSTM",
+    "BayesGRU",
+    "BayesRNN",
+    "BayesEmbedding",
+    "BayesEmbeddingBag",
     "get_default_mappings",
     # posteriors, priors, KL
     "POSTERIORS",
@@ -121,6 +136,8 @@ __all__ = [
     "regression_summary",
     "ClassificationSummary",
     "RegressionSummary",
+    "TokenSummary",
+    "token_summary",
     "score_ood",
     "OODScores",
     "accuracy",

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from .adapters import adapter_spec, plan_adapters
 from .config import BayesConfig
 from .errors import ConfigError, UntraceableModelError
 from .fx.convert import convert_modules
 from .fx.report import ConversionReport
-from .fx.routes import try_export, warn_fallback
+from .fx.routes import build_swap, try_export, warn_fallback
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import KL_DISABLED, BayesOutput
-from .fx.swap import make_swap_root
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -40,6 +40,7 @@ def bayesify(
     concrete_args: Optional[Dict[str, Any]] = None,
     example_inputs: Any = None,
     allow_deterministic: bool = False,
+    adapter: Optional[str] = None,
     **options: Any,
 ) -> nn.Module:
     """Turn a deterministic network into a Bayesian one (mean-field variational inference).
@@ -80,6 +81,9 @@ def bayesify(
         allow_deterministic: return the model even when no layer became Bayesian (a filter that matches
             nothing, or a model without supported layers); by default that is an error, since the result would
             be a deterministic network with no posterior.
+        adapter: ``"lora"`` (options ``rank=8``, ``alpha=rank``): only low-rank adapters on the selected
+            ``nn.Linear`` layers are Bayesian, all else frozen; ``"peft"`` (recognised without it): a PEFT LoRA
+            model's adapters. See :mod:`autobayes.adapters` and :func:`autobayes.merge_adapters`.
         **options: :class:`BayesConfig` fields, e.g. ``posterior="gaussian"``, ``n_mc=100``,
             ``prior_scale=0.1``, ``moped_delta=0.1``, ``include=["head"]``.
 
@@ -105,6 +109,7 @@ def bayesify(
         >>> loss = F.cross_entropy(out, y) + kl / len(train_set)
         >>> head_only = autobayes.bayesify(model, include=["fc"])
     """
+    spec = adapter_spec(adapter, options)  # takes rank / alpha out of options
     cfg = BayesConfig.make(config, **options)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"bayesify expects an nn.Module, got {type(model).__name__}")
@@ -129,6 +134,8 @@ def bayesify(
 
     net = model if inplace else copy.deepcopy(model)
     report = ConversionReport(model=type(model).__name__, mode=mode, n_params_total=sum(p.numel() for p in model.parameters()))
+    plan = plan_adapters(net, cfg, spec, allow_deterministic)  # adapters only: a config naming their matrices
+    convert_cfg = cfg if plan is None else plan.config
 
     graphs = None
     fx_failure: Optional[TraceFailure] = None
@@ -144,7 +151,9 @@ def bayesify(
 
     if graphs is not None:
         try:
-            _build_fx(net, graphs, cfg, report, leaf_types)
+            _build_fx(net, graphs, convert_cfg, report, leaf_types)
+        except ConfigError:
+            raise  # a layer refused its options (e.g. nn.Embedding(max_norm=...)): the same on either route
         except Exception as err:  # noqa: BLE001 - a rewrite failure is reported like a tracing failure
             message = (
                 f"autobayes could not rewrite the traced graph of {type(model).__name__}: {type(err).__name__}: {err}. "
@@ -155,13 +164,15 @@ def bayesify(
                 raise UntraceableModelError(message) from err
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
-                            allow_deterministic=allow_deterministic)
+                            allow_deterministic=allow_deterministic, adapter=spec)
     else:
-        export_failure = None if mode == "swap" else try_export(model, net, cfg, report, inputs, mode)
+        export_failure = None if mode == "swap" else try_export(model, net, convert_cfg, report, inputs, mode)
         if report.mode != "export":
-            _build_swap(net, cfg, report)
+            build_swap(net, convert_cfg, report)
         if fx_failure is not None:
             warn_fallback(fx_failure, report.mode, export_failure)
+    if plan is not None:
+        plan.finish(net, report)
 
     net.bayes_config = cfg
     net.bayes_report = report
@@ -179,7 +190,7 @@ def bayesify(
         if report.mode in ("fx", "export") and mode == "auto" and not inplace:
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
-                            allow_deterministic=allow_deterministic)
+                            allow_deterministic=allow_deterministic, adapter=spec)
         raise UntraceableModelError(message)
     return net
 
@@ -212,6 +223,9 @@ def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionRep
     fix = ("Fix the filter (e.g. include=['fc', 'layer4.*']; see the layer names with `autobayes inspect ARCH` or "
            "print(autobayes.inspect_model(model)))" if filters or layers else
            "Convert a model with such layers (see print(autobayes.inspect_model(model)))")
+    opt_in = sorted({r.type for r in report.skipped if "is opt-in" in r.reason})
+    if opt_in and not filters:
+        fix = f"{', '.join(opt_in)} layers are opt-in: convert them with layer_types={opt_in}"
     return (f"no layer of {name} became Bayesian: {why}. The result would be a deterministic network with no "
             f"posterior. {fix}, or pass allow_deterministic=True (`autobayes train --allow-deterministic`) to "
             f"accept a deterministic network")
@@ -237,22 +251,6 @@ def _build_fx(net: nn.Module, graphs: Dict[str, Any], cfg: BayesConfig, report: 
             f"{n_leaf} layer(s) inside opaque leaf modules were converted as posterior attributes (their weight "
             f"attribute returns a sample); their KL is counted when the leaf is called"
         )
-
-
-def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport) -> None:
-    if report.mode == "export" or any(isinstance(m, (BayesLayer, BayesParameter)) for m in net.modules()):
-        # the capture route converted the modules already and failed to capture the converted model
-        report.mode = "swap"
-        make_swap_root(net)
-        report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
-        return
-    report.mode = "swap"
-    # modules of torch.nn with children (nn.TransformerEncoderLayer, ...) may read their layers' weights
-    # themselves: convert those layers as posterior attributes, not by swapping.
-    inside = leaf_ancestors(net, ())
-    convert_modules(net, cfg, report, inside_leaf=inside.get)
-    make_swap_root(net)
-    report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
 
 
 def inspect_model(model: nn.Module, config: Optional[Union[BayesConfig, Mapping[str, Any]]] = None, **options: Any) -> ConversionReport:

@@ -5,8 +5,8 @@ Precedence for a layer named ``name`` (its qualified name in the model):
 1. ``overrides``: the patterns (``fnmatch`` style, e.g. ``"layer4.*"``) that match ``name`` are applied in
    the order of the dict, an exact name last; a value of ``None`` leaves the layer deterministic, a dict
    replaces the fields it names.
-2. ``layer_types`` (by type), ``include`` / ``exclude`` (name patterns) and ``filter_fn(module, name)`` must
-   all accept the layer.
+2. ``layer_types`` (by type; ``None``: the default types, see :func:`default_layer_types`), ``include`` /
+   ``exclude`` (name patterns) and ``filter_fn(module, name)`` must all accept the layer.
 
 :meth:`BayesConfig.resolve_layer` applies these rules and says which one keeps a layer deterministic.
 
@@ -20,13 +20,20 @@ import dataclasses
 import fnmatch
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .checks import check_finite, check_int, check_positive
 from .errors import ConfigError, UnknownNameError
 from .registry import did_you_mean
 
-__all__ = ["BayesConfig", "FORWARD_MODES", "KL_METHODS", "register_layer_table", "supported_layer_types"]
+__all__ = [
+    "BayesConfig",
+    "FORWARD_MODES",
+    "KL_METHODS",
+    "register_layer_table",
+    "supported_layer_types",
+    "default_layer_types",
+]
 
 #: Forward modes of a Bayesian layer (see :class:`autobayes.nn.BayesLayer`).
 FORWARD_MODES = ("auto", "local", "sample", "mean")
@@ -34,11 +41,15 @@ FORWARD_MODES = ("auto", "local", "sample", "mean")
 KL_METHODS = ("auto", "closed", "repar", "direct")
 
 _LAYER_TABLES: List[Mapping[type, Any]] = []
+_OPT_IN: List[Collection[type]] = []
 
 
-def register_layer_table(table: Mapping[type, Any]) -> None:
+def register_layer_table(table: Mapping[type, Any], *, opt_in: Collection[type] = ()) -> None:
     """Let ``layer_types`` name the deterministic types that are keys of ``table`` (read live, so types added to
     it later count too). :mod:`autobayes.nn.mappings` registers :data:`autobayes.nn.DEFAULT_MAPPINGS`.
+
+    The types of ``opt_in`` (also read live) are converted only when ``layer_types`` names them: with
+    ``layer_types=None`` (the default) they stay deterministic (embeddings, normalisation layers).
 
     Example:
         >>> register_layer_table({MyLayer: BayesMyLayer})  # doctest: +SKIP
@@ -47,6 +58,8 @@ def register_layer_table(table: Mapping[type, Any]) -> None:
     """
     if not any(t is table for t in _LAYER_TABLES):
         _LAYER_TABLES.append(table)
+    if opt_in is not None and len(opt_in) and not any(t is opt_in for t in _OPT_IN):
+        _OPT_IN.append(opt_in)
 
 
 def supported_layer_types() -> Dict[str, type]:
@@ -57,6 +70,18 @@ def supported_layer_types() -> Dict[str, type]:
         <class 'torch.nn.modules.conv.Conv2d'>
     """
     return {cls.__name__: cls for table in _LAYER_TABLES for cls in table}
+
+
+def default_layer_types() -> Dict[str, type]:
+    """``{name: type}`` of the layer types ``layer_types=None`` converts: the supported ones less the opt-in ones
+    (``Embedding``, ``EmbeddingBag``, the normalisation layers), which ``layer_types`` must name.
+
+    Example:
+        >>> "Linear" in default_layer_types(), "Embedding" in default_layer_types()
+        (True, False)
+    """
+    opt_in = {cls for types in _OPT_IN for cls in types}
+    return {name: cls for name, cls in supported_layer_types().items() if cls not in opt_in}
 
 
 @dataclass
@@ -95,7 +120,9 @@ class BayesConfig:
             :func:`autobayes.nn.parameter.initial_log_var`.
         mc_chunk_size: how many noise tensors the sampled-statistics estimators draw at once (memory bound).
         layer_types: the deterministic layer types to convert (classes or their names such as ``"Conv2d"``);
-            ``None`` converts every supported type (see :func:`autobayes.nn.get_default_mappings`).
+            ``None`` converts every supported type that is on by default (:func:`default_layer_types`: linear,
+            convolutional, recurrent layers and ``nn.MultiheadAttention``). Embeddings and normalisation layers
+            are opt-in: name them, e.g. ``layer_types=["Linear", "LSTM", "Embedding", "LayerNorm"]``.
         include: qualified-name patterns; when given, only matching layers are converted.
         exclude: qualified-name patterns of layers to keep deterministic.
         filter_fn: ``filter_fn(module, name) -> bool``; layers for which it returns False stay deterministic.
@@ -216,6 +243,11 @@ class BayesConfig:
         if self.layer_types is not None and (module is not None or as_type is not None):
             if not any(_type_matches(module, as_type, t) for t in self.layer_types):
                 return None, f"type not in layer_types={[getattr(t, '__name__', t) for t in self.layer_types]}"
+        elif module is not None or as_type is not None:
+            opt_in = _opt_in_type(module, as_type)
+            if opt_in is not None:
+                return None, (f"{opt_in} is opt-in (off by default); turn it on by naming it in layer_types, "
+                              f"e.g. layer_types=['Linear', '{opt_in}']")
         if self.include is not None and not any(_match(name, p) for p in self.include):
             return None, f"not matched by include={list(self.include)}"
         for p in self.exclude:
@@ -325,6 +357,15 @@ def _layer_type(t: Any) -> Union[type, str]:
     if isinstance(t, str) and t in supported:
         return supported[t]
     raise UnknownNameError(f"layer_types: unknown layer type {t!r}; supported: {sorted(supported)}.{did_you_mean(str(t), supported)}")
+
+
+def _opt_in_type(module: Any, as_type: Optional[type]) -> Optional[str]:
+    """The name of the opt-in layer type ``module`` counts as, unless it also counts as a default type."""
+    defaults = default_layer_types().values()
+    if any(_type_matches(module, as_type, t) for t in defaults):
+        return None
+    opt_in = [t for types in _OPT_IN for t in types if _type_matches(module, as_type, t)]
+    return opt_in[0].__name__ if opt_in else None
 
 
 def _type_matches(module: Any, as_type: Optional[type], t: Union[type, str]) -> bool:

@@ -178,7 +178,8 @@ def test_inspect_model_report():
     text = str(report)
     assert "fc" in text and "features.0" in text and "skipped" in text and "include" in text
     d = report.to_dict()
-    assert d["n_converted"] == 1 and d["n_skipped"] == 1
+    assert d["n_converted"] == 1 and d["n_skipped"] == 2  # features.0 (include), features.1 (BatchNorm2d: opt-in)
+    assert "BatchNorm2d is opt-in" in text
     assert d["n_params_converted"] == 32 * 5 + 5
     assert d["n_params_total"] == sum(p.numel() for p in model.parameters())
     with warnings.catch_warnings():

@@ -53,7 +53,8 @@ def test_as_type_counts_for_layer_types():
 
 
 def test_layer_types_names_come_from_the_nn_table():
-    assert supported_layer_types() == {t.__name__: t for t in autobayes.nn.DEFAULT_MAPPINGS}
+    tables = [*autobayes.nn.DEFAULT_MAPPINGS, *autobayes.nn.ATTRIBUTE_LAYERS]
+    assert supported_layer_types() == {t.__name__: t for t in tables}
     assert BayesConfig(layer_types=["Conv2d", nn.Linear]).layer_types == (nn.Conv2d, nn.Linear)
     with pytest.raises(UnknownNameError, match="Did you mean 'ConvTranspose2d'"):
         BayesConfig(layer_types=["ConvTranspose2D"])

@@ -5,6 +5,8 @@ import autobayes
 PUBLIC_API = [
     # conversion
     "bayesify", "inspect_model", "use_mean", "kl_disabled", "BayesOutput", "ConversionReport",
+    # low-rank adapters
+    "merge_adapters", "LoRALinear",
     # checkpoints
     "save", "load", "read_checkpoint_info", "CheckpointInfo", "load_state_dict_file", "OutputExistsError",
     # configuration and errors
@@ -13,6 +15,7 @@ PUBLIC_API = [
     # layers
     "BayesLayer", "BayesParameter", "BayesLinear", "BayesConv1d", "BayesConv2d", "BayesConv3d",
     "BayesConvTranspose1d", "BayesConvTranspose2d", "BayesConvTranspose3d", "get_default_mappings",
+    "BayesLSTM", "BayesGRU", "BayesRNN", "BayesEmbedding", "BayesEmbeddingBag",
     # posteriors, priors, KL
     "POSTERIORS", "Posterior", "Gaussian", "Radial", "Laplace", "Logistic", "register_posterior",
     "PRIORS", "Prior", "Normal", "LaplacePrior", "StudentT", "ScaleMixture", "register_prior",
@@ -24,7 +27,7 @@ PUBLIC_API = [
     "build_model", "load_dataset", "DatasetInfo", "train", "TrainResult",
     # uncertainty and metrics
     "predict", "classification_summary", "regression_summary", "ClassificationSummary", "RegressionSummary",
-    "score_ood", "OODScores",
+    "TokenSummary", "token_summary", "score_ood", "OODScores",
     "accuracy", "nll", "brier_score", "expected_calibration_error", "reliability_table", "auroc",
     "confidence_curve", "gaussian_nll", "rmse", "interval_coverage",
 ]

@@ -200,7 +200,9 @@ def test_predict_errors():
     with pytest.raises(ConfigError, match="n_samples"):
         predict(PerExampleNoise(), torch.zeros(2, 3), n_samples=0, progress=False)
     with pytest.raises(ConfigError, match="tuple"):
-        predict(PerExampleNoise(), [{"x": torch.zeros(2, 3)}], progress=False)
+        predict(PerExampleNoise(), ["a sentence, not a tensor"], progress=False)
+    with pytest.raises(ConfigError, match="dict batch needs tensor inputs"):  # dict batches: keyword inputs
+        predict(PerExampleNoise(), [{"text": "a sentence", "labels": torch.zeros(2)}], progress=False)
 
 
 def test_predict_uses_kl_disabled_when_the_package_provides_it(monkeypatch):

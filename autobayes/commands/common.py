@@ -21,6 +21,7 @@ __all__ = [
     "add_runtime_options",
     "device_from_args",
     "positive",
+    "refuse_text_checkpoint",
     "formatter",
 ]
 
@@ -111,7 +112,9 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--moped-delta", type=float, default=None, metavar="D",
                        help="MOPED initialisation: per-weight posterior std D * |w|")
     group.add_argument("--layer-types", nargs="+", default=None, metavar="TYPE",
-                       help="layer types to convert, e.g. Conv2d Linear")
+                       help="layer types to convert, e.g. Conv2d Linear LSTM (default: linear, convolutional and "
+                       "recurrent layers); Embedding, EmbeddingBag and the norms (BatchNorm2d, LayerNorm, ...) "
+                       "only when named")
     group.add_argument("--include", action="append", default=None, metavar="PATTERN",
                        help="convert only layers whose qualified name matches (fnmatch, e.g. 'layer4.*'); repeatable")
     group.add_argument("--exclude", action="append", default=None, metavar="PATTERN",
@@ -205,3 +208,23 @@ def positive(value: Optional[int], flag: str) -> None:
     """
     if value is not None:
         check_int(value, flag, 1)
+
+
+def refuse_text_checkpoint(path: Path, command: str) -> None:
+    """A usage error for ``autobayes predict`` / ``evaluate`` given the checkpoint of a ``transformers`` model:
+    they read images and CSV rows; text goes through :func:`autobayes.predict` in Python (nothing is said for a
+    file that is not a readable checkpoint: the command's own loading reports that)."""
+    from ..errors import CheckpointError
+    from ..io import read_checkpoint_info
+
+    try:
+        arch = read_checkpoint_info(path).arch.get("arch", "")
+    except CheckpointError:
+        return
+    if str(arch).startswith("transformers:"):
+        raise ConfigError(
+            f"{str(path)!r} holds a Hugging Face model ({arch}); `autobayes {command}` reads images and CSV rows, "
+            f"not text. In Python: bnn = autobayes.load({str(path)!r}); summary = autobayes.predict(bnn, "
+            f"dict(tokenizer(texts, return_tensors='pt', padding=True))) gives per-token (language models) or "
+            f"per-example (classifiers) entropy and mutual information"
+        )

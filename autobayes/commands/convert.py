@@ -21,13 +21,19 @@ examples:
   autobayes convert digits_cnn.pt -o digits_bnn.safetensors --arch digits_cnn --in-channels 1 --image-size 8 \\
       --include '6' --include '8' --mean 0.3054 --std 0.3761 --class-names 0 1 2 3 4 5 6 7 8 9
 
+  # a Hugging Face model folder written by save_pretrained (config.json + model.safetensors): no --arch,
+  # the class and config come from the folder and are stored in OUT, from which autobayes.load rebuilds it
+  autobayes convert bert-tiny/ -o bert_bnn.safetensors --posterior gaussian --init-scale 1e-3
+
 --mean / --std (the per-channel normalisation of the [0, 1] pixels the network was trained on), --class-names
 and --task are stored in OUT, where `autobayes predict` and `autobayes evaluate` use them and `autobayes
 inspect OUT` shows them.
 
 SOURCE is a state dict saved with torch.save (read with weights_only=True: pickled objects are refused), a dict
 holding one under 'state_dict' / 'model' / 'model_state_dict' ('module.' prefixes are removed), or a
-safetensors file. The posterior means start at SOURCE's weights. OUT is written atomically and never
+safetensors file, or a Hugging Face model folder (read offline with transformers: the class named in its
+config.json from the transformers namespace only, never trust_remote_code, weights from model.safetensors
+only). The posterior means start at SOURCE's weights. OUT is written atomically and never
 overwrites SOURCE; an existing OUT needs --force."""
 
 
@@ -40,9 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog=EXAMPLES,
         formatter_class=formatter,
     )
-    parser.add_argument("source", type=Path, metavar="SOURCE", help="deterministic checkpoint (.pt/.pth/.safetensors)")
+    parser.add_argument("source", type=Path, metavar="SOURCE",
+                        help="deterministic checkpoint (.pt/.pth/.safetensors) or a Hugging Face model folder")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output .safetensors file")
-    parser.add_argument("--arch", required=True, help="architecture: torchvision:NAME, timm:NAME, a built-in name or module:factory")
+    parser.add_argument("--arch", default=None,
+                        help="architecture: torchvision:NAME, timm:NAME, a built-in name or module:factory (required "
+                        "unless SOURCE is a Hugging Face model folder)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="conversion route of autobayes.bayesify: fx (graph rewrite), swap (modules swapped), auto (fx, else swap)")
@@ -70,6 +79,8 @@ def _sha256(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import bayesify
+    from ..errors import CheckpointError, ConfigError
+    from ..hf.io import is_hf_folder, load_pretrained
     from ..io import check_output, load_checked, load_state_dict_file, save
     from ..models import build_model
 
@@ -77,18 +88,36 @@ def run(args: argparse.Namespace) -> int:
     preprocessing = _preprocessing(args)
     # Refuse a bad output before the (possibly slow) conversion; atomic_output checks again when writing.
     check_output(args.output, overwrite=args.force, inputs=(args.source,))
-    state = load_state_dict_file(args.source)
-    model = build_model(args.arch, **model_kwargs_from_args(args))
-    load_checked(
-        model, state, f"checkpoint {str(args.source)!r}",
-        f" (architecture {args.arch!r} built with --num-classes {args.num_classes} --in-channels "
-        f"{args.in_channels}; check --arch, --num-classes, --in-channels and --model-arg)",
-    )
+    if is_hf_folder(args.source):
+        if args.arch is not None:
+            raise ConfigError(f"{str(args.source)!r} is a Hugging Face model folder: its config.json names the "
+                              f"architecture; drop --arch {args.arch}")
+        model = load_pretrained(args.source)
+        labels = getattr(model.config, "num_labels", None)
+        if preprocessing.get("class_names") is not None and len(preprocessing["class_names"]) != labels:
+            raise ConfigError(f"--class-names gives {len(preprocessing['class_names'])} names for the {labels} labels "
+                              f"of {str(args.source)!r} (its config's num_labels)")
+    else:
+        if args.arch is None:
+            raise ConfigError(f"convert {str(args.source)!r} needs --arch (the architecture the state dict belongs "
+                              f"to), e.g. --arch torchvision:resnet18; only a Hugging Face model folder needs none")
+        if args.source.is_dir():
+            raise CheckpointError(f"{str(args.source)!r} is a folder without config.json: give a checkpoint file, or "
+                                  f"a Hugging Face model folder written by model.save_pretrained(DIR)")
+        state = load_state_dict_file(args.source)
+        model = build_model(args.arch, **model_kwargs_from_args(args))
+        load_checked(
+            model, state, f"checkpoint {str(args.source)!r}",
+            f" (architecture {args.arch!r} built with --num-classes {args.num_classes} --in-channels "
+            f"{args.in_channels}; check --arch, --num-classes, --in-channels and --model-arg)",
+        )
     options = {"mode": args.mode}
     bnn = bayesify(model, config=config, **options)
     if not args.quiet:
         print(bnn.bayes_report)
-    metadata = {"converted_from": args.source.name, "source_sha256": _sha256(args.source)}
+    metadata = {"converted_from": args.source.name}
+    if args.source.is_file():
+        metadata["source_sha256"] = _sha256(args.source)
     if preprocessing:
         metadata["preprocessing"] = preprocessing
     save(bnn, args.output, metadata=metadata, overwrite=args.force)
@@ -102,6 +131,8 @@ def _preprocessing(args: argparse.Namespace) -> dict:
     from ..errors import ConfigError
 
     out: dict = {}
+    if args.source.is_dir():  # a Hugging Face folder: its config sizes the model, not --num-classes / --in-channels
+        return _hf_preprocessing(args)
     mean, std = check_normalisation(args.mean, args.std, args.in_channels, names=("--mean", "--std"))
     if mean is not None:
         out.update(mean=mean, std=std)
@@ -111,6 +142,22 @@ def _preprocessing(args: argparse.Namespace) -> dict:
         if len(args.class_names) != args.num_classes:
             raise ConfigError(f"--class-names gives {len(args.class_names)} names for {args.num_classes} classes "
                               f"(--num-classes {args.num_classes})")
+        out["class_names"] = list(args.class_names)
+    if args.task is not None:
+        out["task"] = args.task
+    return out
+
+
+def _hf_preprocessing(args: argparse.Namespace) -> dict:
+    """The class names of a Hugging Face folder (``--class-names``, checked against its ``num_labels`` once the
+    model is read) and the task; ``--mean`` / ``--std`` describe images and are refused here."""
+    from ..errors import ConfigError
+
+    if args.mean is not None or args.std is not None:
+        raise ConfigError("--mean / --std normalise image inputs; a Hugging Face model folder takes its inputs as "
+                          "the model's processor prepares them: drop --mean / --std")
+    out: dict = {}
+    if args.class_names is not None:
         out["class_names"] = list(args.class_names)
     if args.task is not None:
         out["task"] = args.task

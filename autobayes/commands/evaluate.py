@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
-from .common import add_runtime_options, device_from_args, formatter, positive
+from .common import add_runtime_options, device_from_args, formatter, positive, refuse_text_checkpoint
 from .regression import check_noise_variance
 
 __all__ = ["add_parser", "run", "OUTPUT_FILES", "REGRESSION_FILES"]
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     positive(args.bins, "--bins")
     check_noise_variance(args.noise_variance)
     device = device_from_args(args)
+    refuse_text_checkpoint(args.checkpoint, "evaluate")
     if args.out.exists() and not args.out.is_dir():
         raise AutobayesError(f"--out {str(args.out)!r} is a file; give a folder")
     names = [n for n in OUTPUT_FILES if args.ood_data or n != "ood_histogram.png"]

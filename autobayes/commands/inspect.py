@@ -21,7 +21,10 @@ examples:
 
   # the architecture, Bayesian configuration, task, class names, input normalisation, data set, versions
   # and metadata stored in a checkpoint (what `autobayes predict` and `evaluate` use)
-  autobayes inspect resnet18_bnn.safetensors"""
+  autobayes inspect resnet18_bnn.safetensors
+
+  # a Hugging Face model folder (save_pretrained): its class and files, and what a conversion would do
+  autobayes inspect bert-tiny/ --posterior gaussian"""
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
@@ -37,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog=EXAMPLES,
         formatter_class=formatter,
     )
-    parser.add_argument("target", metavar="ARCH|CHECKPOINT", help="an architecture name or an autobayes .safetensors file")
+    parser.add_argument("target", metavar="ARCH|CHECKPOINT|DIR",
+                        help="an architecture name, an autobayes .safetensors file or a Hugging Face model folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="conversion route of autobayes.bayesify: fx (graph rewrite), swap (modules swapped), auto (fx, else swap)")
@@ -54,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CheckpointError
     from ..io import read_checkpoint_info
 
+    from ..hf.io import is_hf_folder
+
     path = Path(args.target)
+    if is_hf_folder(path):
+        return _inspect_hf_folder(path, args)
     if path.exists() or _looks_like_path(args.target):
         if not path.exists():
             raise CheckpointError(f"checkpoint {args.target!r} does not exist")
@@ -73,4 +81,21 @@ def _inspect_arch(args: argparse.Namespace) -> int:
     options = {"mode": args.mode}
     report = inspect_model(model, config=config, **options)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report)
+    return 0
+
+
+def _inspect_hf_folder(path: Path, args: argparse.Namespace) -> int:
+    """A Hugging Face model folder: its class, model type and files, then the conversion report of the model
+    (loaded offline from the folder, see :func:`autobayes.hf.io.load_pretrained`)."""
+    from ..api import inspect_model
+    from ..hf.io import folder_summary, load_pretrained, summary_lines
+
+    config = bayes_config_from_args(args)
+    summary = folder_summary(path)
+    report = inspect_model(load_pretrained(path), config=config, mode=args.mode)
+    if args.json:
+        print(json.dumps({**summary, "report": report.to_dict()}, indent=2, default=str))
+    else:
+        print(summary_lines(summary))
+        print(report)
     return 0

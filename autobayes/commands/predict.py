@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .common import add_runtime_options, device_from_args, formatter, positive
+from .common import add_runtime_options, device_from_args, formatter, positive, refuse_text_checkpoint
 from .inputs import IMAGE_SUFFIXES, TABLE_SUFFIXES, find_images, image_batches, read_feature_rows
 from .regression import (NO_NOISE_WARNING, check_noise_variance, is_heteroscedastic, likelihood_noise_known,
                          regression_predictive)
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     device = device_from_args(args)
     inputs = tuple(args.inputs)
     check_output(args.output, overwrite=args.force, inputs=(args.checkpoint, *inputs))
+    refuse_text_checkpoint(args.checkpoint, "predict")
     tables = [p for p in inputs if p.suffix.lower() in TABLE_SUFFIXES]
     if tables and len(tables) != len(inputs):
         raise ConfigError("give either image files / folders or CSV files of feature rows, not both")

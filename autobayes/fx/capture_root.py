@@ -10,7 +10,8 @@ The root's forward flattens its inputs (pytree), runs the captured graph of ``(t
 lazily -- unflattens the outputs with the captured output spec (a ``ModelOutput`` stays one) and returns
 ``BayesOutput(output, kl)``. An input structure torch.export cannot capture runs the model's own forward
 instead (the converted module tree is runnable as it is), with the KL of the Bayesian layers it called (as in
-swap mode), after a one-time warning.
+swap mode), after a one-time warning; so does, without a warning, a call given a ``transformers`` cache object
+(``past_key_values`` in ``generate``'s decoding steps), which the forward updates in place.
 """
 
 from __future__ import annotations
@@ -89,8 +90,17 @@ def _capture(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any], key: 
     return captured
 
 
+def _has_cache(args: Sequence[Any], kwargs: Dict[str, Any]) -> bool:
+    """Whether a ``transformers`` cache object is among the inputs (by transformers' own rule: a class named
+    ``*Cache``): the forward updates it in place, which a captured graph would not repeat."""
+    return any(type(v).__name__.endswith("Cache") for v in (*args, *kwargs.values()))
+
+
 def run_captured(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> BayesOutput:
-    """The forward of an export-mode root (see the module docstring)."""
+    """The forward of an export-mode root (see the module docstring). A call given a cache object (the decoding
+    steps of ``generate``) runs the eager forward, without a warning."""
+    if _has_cache(args, kwargs):
+        return _eager(root, args, kwargs)
     leaves, spec = flatten_inputs(args, kwargs)
     key = structure_key(root, leaves, spec)
     entries = root.__dict__.setdefault(CAPTURED, {}).get(key)

@@ -26,7 +26,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch import nn
 
 from ..config import BayesConfig
-from ..nn import BayesLayer, BayesParameter, get_default_mappings
+from ..errors import ConfigError
+from ..nn import ATTRIBUTE_LAYERS, BayesLayer, BayesParameter, get_default_mappings
 from .derive import base_class, set_class
 from .report import ConversionReport, LayerRecord
 
@@ -131,20 +132,23 @@ def convert_modules(
             plans.append((name, module, how, mapped))
         elif base in FUNCTIONAL_WEIGHTS or name in functional:
             plans.append((name, module, "attribute", nn.Linear))
+        elif isinstance(module._parameters.get("weight"), nn.Parameter):  # affine norms (opt-in): ATTRIBUTE_LAYERS
+            plans.extend((name, module, "attribute", t) for t in ATTRIBUTE_LAYERS if isinstance(module, t))
 
     new_modules: Dict[str, nn.Module] = {}
     for name, module, how, as_type in plans:
         tname = base_class(module).__name__
         leaf = inside_leaf(name) if name else None
         note = f"inside leaf module {leaf!r}" if leaf else ""
-        if how == "layer":
-            names = [n for n in ("weight", "bias") if module._parameters.get(n) is not None]
+        if how == "layer":  # nn.LSTM / GRU / RNN: every weight of theirs
+            wanted = tuple(getattr(module, "_flat_weights_names", ("weight", "bias")))
+            names = [n for n in wanted if module._parameters.get(n) is not None]
         else:
             wanted = functional.get(name) or FUNCTIONAL_WEIGHTS.get(base_class(module), ("weight", "bias"))
             names = [n for n in wanted if isinstance(module._parameters.get(n), nn.Parameter)]
         n_params = sum(module._parameters[n].numel() for n in names)
         named_weights = base_class(module) in FUNCTIONAL_WEIGHTS or name in functional
-        if "weight" not in names and not (named_weights and names):
+        if wanted[0] not in names and not (named_weights and names):
             reason = "its weight is not a plain parameter (lazy, parametrized or weight-normed layer)"
             report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params, reason=reason))
             continue
@@ -153,7 +157,10 @@ def convert_modules(
             report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params, reason=reason))
             continue
         if how == "layer":
-            new = mappings[base_class(module)].from_deterministic(module, cfg)
+            try:
+                new = mappings[base_class(module)].from_deterministic(module, cfg)
+            except ConfigError as err:
+                raise ConfigError(f"layer {name!r}: {err}") from err
             replace_module(model, module, new)
             new_modules[name] = new
         else:

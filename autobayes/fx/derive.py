@@ -8,7 +8,9 @@ A converted module keeps its class's methods and attributes: its class becomes a
 * for a converted model's root, a **root mixin**: ``"fx"`` runs the rewritten forward of the current mode,
   ``"swap"`` runs the original forward and adds the KL of the layers it called, ``"export"``
   (:class:`autobayes.fx.capture_root.ExportRoot`, registered in :data:`ROOTS` by that module) runs the captured
-  graph of the current mode and input structure. All return :class:`~autobayes.fx.runtime.BayesOutput`.
+  graph of the current mode and input structure. All return :class:`~autobayes.fx.runtime.BayesOutput`. A
+  ``transformers`` model that can generate also gets :class:`autobayes.hf.generate.GenerateRoot` (``generate``
+  with one posterior draw per call).
 
 Derived classes are cached and never named at module level: an instance pickles and deep-copies as
 ``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
@@ -120,13 +122,21 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     key = (base, root, tuple(sorted(attrs)))
     cls = _DERIVED.get(key)
     if cls is None:
-        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], _Derived, base)
+        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], *_generate(base), _Derived, base)
         namespace: Dict[str, Any] = {name: _PosteriorAttribute(name) for name in key[2]}
         namespace.update({BASE_CLASS: base, ROOT_MIXIN: root, POSTERIOR_ATTRS: key[2], "__module__": base.__module__})
         cls = type(base)("Bayesian" + base.__name__, bases, namespace)  # not "Bayes...": those are autobayes.nn
         cls.__qualname__ = "Bayesian" + base.__qualname__
         _DERIVED[key] = cls
     return cls
+
+
+def _generate(base: type) -> Tuple[type, ...]:
+    """The mixin giving a converted ``transformers`` model that can generate a working ``generate`` (see
+    :mod:`autobayes.hf.generate`), or nothing."""
+    from ..hf.generate import GenerateRoot, can_generate
+
+    return (GenerateRoot,) if can_generate(base) else ()
 
 
 def _derivation(cls: type) -> Tuple[type, Optional[str], Tuple[str, ...]]:
@@ -164,5 +174,13 @@ def compile_forwards(model: nn.Module) -> None:
     code = model.__dict__[FORWARD_CODE]
     fns: Dict[str, Any] = {}
     for mode, src in code.items():
-        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _forward_from_src(src, {})
+        fns[mode] = fns.get(next((m for m in fns if code[m] == src), None)) or _forward_from_src(_unwrapped(src), {})
     model.__dict__[FORWARD_FNS] = fns
+
+
+def _unwrapped(src: str) -> str:
+    """``src`` without the ``torch.fx._symbolic_trace.wrap("...")`` statements torch.fx emits for autowrapped
+    functions: they only matter to a later re-trace of the code, and executed here they add the function's
+    dotted name to torch.fx's global table of functions to patch, which breaks every later trace in the process
+    (``KeyError: 'torch.nn.utils.rnn.pack_padded_sequence'``)."""
+    return "\n".join(line for line in src.splitlines() if not line.startswith("torch.fx._symbolic_trace.wrap("))

@@ -145,6 +145,9 @@ def _rewrite_parameter_reads(model: nn.Module, graph: fx.Graph, config: BayesCon
                     report.records.append(LayerRecord(owner_path, tname, "skipped", "functional", [attr], n, reason=reason))
                 continue
             patch_attributes(owner, [attr], cfg)
+            # an opt-in layer (an embedding) skipped as a layer, whose weight also feeds a linear op (a tied head)
+            report.records[:] = [r for r in report.records
+                                 if not (r.name == owner_path and r.status == "skipped" and attr in r.params)]
             report.records.append(
                 LayerRecord(owner_path, tname, "bayesian", "functional", [attr], n, 2 * n,
                             reason=f"parameter {attr!r} read in the graph and fed to a weight op")

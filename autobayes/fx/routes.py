@@ -1,6 +1,7 @@
 """The choice between the conversion routes of :func:`autobayes.bayesify` after torch.fx: the capture route
-(``mode="export"``, :mod:`autobayes.fx.capture_root`) when example inputs exist, else swap mode; and the one warning
-an ``auto`` conversion gives when fx could not trace the model (why, and which route converted it).
+(``mode="export"``, :mod:`autobayes.fx.capture_root`) when example inputs exist, else swap mode
+(:func:`build_swap`); and the one warning an ``auto`` conversion gives when fx could not trace the model (why,
+and which route converted it).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from ..config import BayesConfig
 from ..errors import ConfigError, UntraceableModelError
 from ..hf.inputs import example_inputs as hf_example_inputs
 from ..hf.inputs import is_hf_model
+from ..nn import BayesLayer, BayesParameter
 from .capture_root import CaptureFailure, analyse, build_export
+from .convert import convert_modules
 from .report import ConversionReport
-from .tracer import TraceFailure
+from .swap import make_swap_root
+from .tracer import TraceFailure, leaf_ancestors
 
-__all__ = ["try_export", "warn_fallback"]
+__all__ = ["try_export", "warn_fallback", "build_swap"]
 
 
 def try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: ConversionReport,
@@ -68,3 +72,21 @@ def warn_fallback(failure: TraceFailure, route: str, export_failure: Optional[st
     skipped = f" (mode='export' was not taken: {export_failure})" if route == "swap" and export_failure else ""
     warnings.warn(f"{failure.summary()}. autobayes falls back to mode={route!r} ({how}){skipped}.{hint}",
                   stacklevel=3)
+
+
+def build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport) -> None:
+    """Swap mode: convert ``net``'s modules in place (unless the capture route converted them already) and give it
+    the swap-mode root."""
+    if report.mode == "export" or any(isinstance(m, (BayesLayer, BayesParameter)) for m in net.modules()):
+        # the capture route converted the modules already and failed to capture the converted model
+        report.mode = "swap"
+        make_swap_root(net)
+        report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
+        return
+    report.mode = "swap"
+    # modules of torch.nn with children (nn.TransformerEncoderLayer, ...) may read their layers' weights
+    # themselves: convert those layers as posterior attributes, not by swapping.
+    inside = leaf_ancestors(net, ())
+    convert_modules(net, cfg, report, inside_leaf=inside.get)
+    make_swap_root(net)
+    report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")

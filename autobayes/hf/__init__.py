@@ -1,8 +1,9 @@
-"""Hugging Face ``transformers`` support: small example inputs for a model (:func:`example_inputs`) and a check
-that never imports ``transformers`` itself (:func:`is_hf_model`).
+"""Hugging Face ``transformers`` support: model folders and checkpoint specs (:mod:`~autobayes.hf.io`),
+``generate()`` on a Bayesian model (:mod:`~autobayes.hf.generate`), and small example inputs for a model's
+capture (:func:`example_inputs`, with :func:`is_hf_model`, which never imports ``transformers`` itself).
 
-``transformers`` is an optional extra (``pip install autobayes[hf]``): nothing here imports it; a model can only
-be a ``transformers`` model when the caller has imported ``transformers`` already.
+``transformers`` is an optional extra (``pip install autobayes[hf]``): nothing here imports it at import time;
+the functions that read a model folder import it when called.
 
 Example:
     >>> from transformers import BertConfig, BertForSequenceClassification  # doctest: +SKIP
@@ -12,6 +13,9 @@ Example:
     torch.Size([2, 8])
 """
 
+from .generate import GenerateRoot, can_generate, one_draw
 from .inputs import example_inputs, is_hf_model
+from .io import HF_PREFIX, build_from_spec, hf_spec, is_hf_folder, load_pretrained
 
-__all__ = ["example_inputs", "is_hf_model"]
+__all__ = ["GenerateRoot", "can_generate", "one_draw", "HF_PREFIX", "build_from_spec", "hf_spec", "is_hf_folder",
+           "load_pretrained", "example_inputs", "is_hf_model"]

@@ -1,7 +1,8 @@
 """The architecture a checkpoint records: ``{"arch": NAME, "kwargs": {...}}``, and the network it rebuilds.
 
-A network built by :func:`autobayes.models.build_model` carries its spec (``autobayes_arch``). For one built by
-timm or torchvision directly, :func:`arch_spec` recognises it: it rebuilds the candidate architectures of that
+A network built by :func:`autobayes.models.build_model` carries its spec (``autobayes_arch``); a ``transformers``
+model is described by its class and config (``"transformers:<Class>"``, see :mod:`autobayes.hf.io`). For one
+built by timm or torchvision directly, :func:`arch_spec` recognises it: it rebuilds the candidate architectures of that
 library (on the meta device: no memory, nothing downloaded) and accepts the one that reproduces every tensor
 shape. :func:`build_deterministic` turns a spec back into the deterministic network, never fetching pretrained
 weights (a checkpoint's tensors replace them).
@@ -34,6 +35,10 @@ def arch_spec(bnn: nn.Module, arch: Optional[Mapping[str, Any]]) -> Dict[str, An
         {'arch': 'mypackage.models:make_net', 'kwargs': {'width': 64}}
     """
     spec = arch if arch is not None else getattr(bnn, "autobayes_arch", None)
+    if spec is None:
+        from ..hf.io import hf_spec
+
+        spec = hf_spec(bnn)  # a transformers model: its class and config
     if spec is None:
         spec, example = _infer_arch(bnn)
         if spec is None:
@@ -149,14 +154,18 @@ def _infer_arch(bnn: nn.Module) -> Tuple[Optional[Dict[str, Any]], str]:
 
 
 def build_deterministic(arch: Mapping[str, Any]) -> nn.Module:
-    """The deterministic network of a spec, with :func:`autobayes.models.build_model`; ``pretrained`` /
-    ``weights`` are dropped, so nothing is downloaded.
+    """The deterministic network of a spec, with :func:`autobayes.models.build_model` (a ``transformers:`` spec:
+    from its stored config, :func:`autobayes.hf.io.build_from_spec`); ``pretrained`` / ``weights`` are dropped,
+    so nothing is downloaded.
 
     Example:
         >>> build_deterministic({"arch": "digits_cnn", "kwargs": {"num_classes": 10}})  # doctest: +SKIP
     """
+    from ..hf.io import HF_PREFIX, build_from_spec
     from ..models import build_model
 
+    if arch["arch"].startswith(HF_PREFIX):
+        return build_from_spec(arch)
     kwargs = dict(arch.get("kwargs") or {})
     # The tensors come from the checkpoint: never fetch pretrained weights to overwrite them.
     kwargs.pop("pretrained", None)

@@ -9,8 +9,10 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
       "format_version": 1,
       "arch": {"arch": "torchvision:resnet18", "kwargs": {"num_classes": 10, ...}},   # how to rebuild the net
       "bayes_config": {...},                    # BayesConfig.to_dict()
-      "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load
+      "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load,
+                                                # and its adapter options ({"adapter": "lora", "rank": 8, ...})
       "bayesian_layers": ["conv1", "fc", ...],  # qualified names of the converted modules
+      "tied": {"lm_head.weight_posterior.mu": "transformer.wte.weight_posterior.mu", ...},  # if any, see below
       "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
       "versions": {"autobayes": "0.1.0", "torch": "2.14.1", ...},
       "created_at": "2025-01-01T12:00:00+00:00",
@@ -20,8 +22,18 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
 
 Loading parses that JSON, rebuilds the deterministic architecture with :func:`autobayes.models.build_model`
 (no pretrained download: the weights come from the file), converts it again with :func:`autobayes.bayesify`
-and loads the tensors strictly. Nothing is ever unpickled: safetensors holds raw tensors only, and the
-deterministic checkpoints read by :func:`autobayes.io.load_state_dict_file` go through ``torch.load(weights_only=True)``.
+and loads the tensors strictly. A ``transformers`` model is recorded as ``{"arch": "transformers:<Class>",
+"kwargs": {"config": {...}, "generation_config": {...}}}`` and rebuilt from that config
+(:mod:`autobayes.hf.io`: the class from the ``transformers`` namespace only, nothing downloaded).
+
+Tied tensors: one tensor registered under several keys (a posterior module shared by an output head and an input
+embedding, or a deterministic head tied to the embedding) is stored once, under its first key; ``"tied"`` maps
+every other key to that one (safetensors refuses tensors that share memory, and a copy would untie them).
+Loading gives the stored tensor to every key and checks that the rebuilt network shares them; where it does
+not, the tie is restored (the shared module, or else the shared tensor, is registered under both owners).
+
+Nothing is ever unpickled: safetensors holds raw tensors only, and the deterministic checkpoints read by
+:func:`autobayes.io.load_state_dict_file` go through ``torch.load(weights_only=True)``.
 
 Every write goes to a temporary file in the destination folder, renamed over the destination only once
 complete (:func:`autobayes.io.files.atomic_output`): a crash never leaves a half-written checkpoint behind.
@@ -42,8 +54,9 @@ from ..config import BayesConfig
 from ..errors import AutobayesError, CheckpointError
 from .arch import arch_spec, build_deterministic
 from .files import PathLike, atomic_output, require_file
-from .formats import first_line, read_safetensors, sniff, tensors_for_saving
+from .formats import first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
+from .ties import retie, tied_entry
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "open_checkpoint",
            "parse_spec"]
@@ -75,7 +88,8 @@ def _bayesify_options(bnn: nn.Module) -> Dict[str, Any]:
     """The route bayesify actually took (``"fx"`` or ``"swap"``, after any fallback), so that loading rebuilds
     the same module tree without tracing again in ``"auto"`` mode."""
     mode = getattr(getattr(bnn, "bayes_report", None), "mode", None)
-    return {"mode": mode} if isinstance(mode, str) else {}
+    adapter = getattr(bnn, "bayes_adapter", None)  # bayesify(adapter="lora", rank=..., alpha=...): rebuilt alike
+    return {**({"mode": mode} if isinstance(mode, str) else {}), **(dict(adapter) if isinstance(adapter, dict) else {})}
 
 
 def _filter_fn_accepted(config: BayesConfig, arch: Mapping[str, Any]) -> Optional[List[str]]:
@@ -159,6 +173,9 @@ def save(
     config_dict = config.to_dict()
     from ..fx.runtime import kl_units
 
+    state = bnn.state_dict()
+    tied = tied_tensors(state)
+
     layers = list(kl_units(bnn))
     spec = {
         "format": FORMAT_NAME,
@@ -172,11 +189,13 @@ def save(
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metadata": dict(metadata or {}),
     }
+    if tied:  # only when there are ties: the header of a network without any is unchanged
+        spec["tied"] = tied
     try:
         header = json.dumps(spec)
     except TypeError as err:
         raise CheckpointError(f"cannot save the configuration as JSON: {err}") from err
-    tensors = tensors_for_saving(bnn.state_dict())
+    tensors = tensors_for_saving({k: v for k, v in state.items() if k not in tied})
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: header, "format": "pt"})
@@ -278,6 +297,8 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         f" (the file was written with {', '.join(f'{k} {v}' for k, v in spec.get('versions', {}).items())}; "
         f"a different autobayes / torchvision / timm version may build the architecture differently)"
     )
+    tied = tied_entry(path, spec, tensors)
+    tensors.update({key: tensors[first] for key, first in tied.items()})
     if strict:
         load_checked(bnn, tensors, f"checkpoint {str(path)!r}", hint)
     else:
@@ -286,6 +307,7 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
             only_shapes = StateDictMismatch(shape_mismatches=mismatch.shape_mismatches)
             raise CheckpointError(f"checkpoint {str(path)!r} does not match the architecture: {only_shapes.describe()}{hint}")
         bnn.load_state_dict(tensors, strict=False)
+    retie(bnn, tied)
     bnn.autobayes_arch = dict(spec["arch"])
     bnn.autobayes_checkpoint = spec
     bnn.to(device)

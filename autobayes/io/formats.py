@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 
-__all__ = ["sniff", "first_line", "read_safetensors", "read_safetensors_metadata", "tensors_for_saving"]
+__all__ = ["sniff", "first_line", "read_safetensors", "read_safetensors_metadata", "tensors_for_saving",
+           "tied_tensors"]
 
 
 def sniff(path: Path) -> str:
@@ -65,6 +66,29 @@ def read_safetensors_metadata(path: Path) -> Dict[str, str]:
             return fh.metadata() or {}
     except Exception as err:
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({first_line(err)})") from err
+
+
+def tied_tensors(state: Mapping[str, Tensor]) -> Dict[str, str]:
+    """``{key: first key}`` for every key of ``state`` whose tensor is the very tensor of an earlier key (the same
+    memory, shape, strides and offset: one tensor registered under two names, e.g. a posterior shared by an
+    output head and an input embedding). Views of part of another tensor are not ties.
+
+    Example:
+        >>> w = torch.zeros(2)
+        >>> tied_tensors({"a.weight": w, "b.weight": w, "c.weight": torch.zeros(2)})
+        {'b.weight': 'a.weight'}
+    """
+    first: Dict[tuple, str] = {}
+    tied: Dict[str, str] = {}
+    for key, t in state.items():
+        if t.device.type == "meta":
+            continue
+        ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if ident in first:
+            tied[key] = first[ident]
+        else:
+            first[ident] = key
+    return tied
 
 
 def tensors_for_saving(state: Mapping[str, Tensor]) -> Dict[str, Tensor]:

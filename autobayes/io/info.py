@@ -45,23 +45,53 @@ class CheckpointInfo:
 
     def __str__(self) -> str:
         spec = self.spec
-        kwargs = ", ".join(f"{k}={v!r}" for k, v in spec["arch"].get("kwargs", {}).items())
         cfg = spec["bayes_config"]
         versions = ", ".join(f"{k} {v}" for k, v in spec.get("versions", {}).items())
         lines = [
             f"autobayes checkpoint {self.path} (format {spec['format']} v{spec['format_version']})",
-            f"  architecture:    {spec['arch']['arch']}({kwargs})",
+            f"  architecture:    {_architecture(spec['arch'])}",
             f"  posterior:       {cfg.get('posterior')}   prior: {cfg.get('prior')}(loc={cfg.get('prior_loc')}, "
             f"scale={cfg.get('prior_scale')})   kl: {cfg.get('kl')} (n_mc={cfg.get('n_mc')})   forward: {cfg.get('forward')}",
             f"  bayesian layers: {len(spec.get('bayesian_layers', []))}: {_short_list(spec.get('bayesian_layers', []))}",
             f"  tensors:         {self.num_tensors} ({self.num_elements:,} elements)",
             f"  created:         {spec.get('created_at', '?')} with {versions}",
         ]
-        lines[3:3] = _data_lines(spec)
+        tied = spec.get("tied") or {}
+        if tied:
+            lines.insert(4, f"  tied tensors:    {len(tied)} stored once: "
+                            f"{_short_list([f'{k} = {v}' for k, v in tied.items()], 3)}")
+        lines[3:3] = _hf_lines(spec["arch"]) if _is_hf(spec["arch"]) else _data_lines(spec)
         shown = {k: v for k, v in (spec.get("metadata") or {}).items() if k not in ("dataset", "preprocessing")}
         if shown:  # the data set and the preprocessing are described above
             lines.append(f"  metadata:        {json.dumps(shown)}")
         return "\n".join(lines)
+
+
+def _is_hf(arch: Mapping[str, Any]) -> bool:
+    return str(arch.get("arch", "")).startswith("transformers:")
+
+
+def _architecture(arch: Mapping[str, Any]) -> str:
+    """``NAME(kwargs)``; for a ``transformers`` model its class and model type (its config is long)."""
+    kwargs = arch.get("kwargs") or {}
+    if _is_hf(arch):
+        config = kwargs.get("config") or {}
+        return f"{arch['arch']} (model type {config.get('model_type')!r}, config of {len(config)} entries)"
+    return f"{arch['arch']}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+def _hf_lines(arch: Mapping[str, Any]) -> List[str]:
+    """The sizes a ``transformers`` config records: vocabulary, width, layers, labels."""
+    config = (arch.get("kwargs") or {}).get("config") or {}
+    keys = ("vocab_size", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_attention_heads", "n_head",
+            "max_position_embeddings", "n_positions")
+    sizes = ", ".join(f"{k}={config[k]}" for k in keys if config.get(k) is not None)
+    lines = [f"  config:          {sizes}"] if sizes else []
+    labels = config.get("id2label") or {}
+    if len(labels) and str(arch["arch"]).endswith(("SequenceClassification", "TokenClassification")):
+        names = [str(labels[k]) for k in sorted(labels, key=lambda k: int(k) if str(k).isdigit() else 0)]
+        lines.append(f"  labels:          {len(names)}: {_short_list(names, 10)}")
+    return lines
 
 
 def _numbers(values: List[float]) -> str:

@@ -10,9 +10,11 @@ from .conv import (
     BayesConvTranspose2d,
     BayesConvTranspose3d,
 )
+from .embedding import BayesEmbedding, BayesEmbeddingBag
 from .linear import BayesLinear
-from .mappings import DEFAULT_MAPPINGS, get_default_mappings
+from .mappings import ATTRIBUTE_LAYERS, DEFAULT_MAPPINGS, OPT_IN_LAYER_TYPES, get_default_mappings
 from .parameter import BayesParameter
+from .rnn import BayesGRU, BayesLSTM, BayesRNN
 
 __all__ = [
     "BayesLayer",
@@ -25,6 +27,13 @@ __all__ = [
     "BayesConvTranspose1d",
     "BayesConvTranspose2d",
     "BayesConvTranspose3d",
+    "BayesLSTM",
+    "BayesGRU",
+    "BayesRNN",
+    "BayesEmbedding",
+    "BayesEmbeddingBag",
     "DEFAULT_MAPPINGS",
+    "ATTRIBUTE_LAYERS",
+    "OPT_IN_LAYER_TYPES",
     "get_default_mappings",
 ]

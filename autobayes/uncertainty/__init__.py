@@ -7,20 +7,24 @@ per-example statistics (mean, median, std, credible interval, class votes, entro
 per-example CSV writer. Entropies are in nats.
 
 Where things are: ``summaries.py`` (the two summary types and the functions that build them),
-``prediction.py`` (:func:`predict`: chunked sampling, several samples per forward, seeded shared draws),
+``tokens.py`` (per-token summaries of language models), ``prediction.py`` (:func:`predict`: chunked sampling,
+several samples per forward, seeded shared draws),
 ``ood.py`` (:func:`score_ood`, :class:`OODScores`).
 """
 
 from .ood import OODScores, score_ood
 from .prediction import predict
 from .summaries import ClassificationSummary, RegressionSummary, classification_summary, regression_summary
+from .tokens import TokenSummary, token_summary
 
 __all__ = [
     "ClassificationSummary",
     "RegressionSummary",
+    "TokenSummary",
     "OODScores",
     "classification_summary",
     "regression_summary",
+    "token_summary",
     "predict",
     "score_ood",
 ]

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import warnings
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from ..checks import check_int, check_positive
 from ..errors import ConfigError
 from ..losses import split_mean_logvar
 from .summaries import ClassificationSummary, RegressionSummary, classification_summary, regression_summary
+from .tokens import TokenAccumulator, TokenSummary, concat_token_summaries
 
 __all__ = ["predict"]
 
@@ -32,11 +33,20 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
             memory_budget_mb: float = 512, logits: bool = True, heteroscedastic: bool = False,
             interval: float = 0.95, return_samples: bool = False, progress: bool = True,
             device: Optional[Union[str, torch.device]] = None,
-            seed: Optional[int] = None) -> Union[ClassificationSummary, RegressionSummary]:
+            seed: Optional[int] = None) -> Union[ClassificationSummary, RegressionSummary, TokenSummary]:
     """Draw ``n_samples`` posterior predictions per example and summarise them.
 
     Runs the model in eval mode under ``torch.no_grad()`` (and ``autobayes.kl_disabled(bnn)`` when available),
-    restoring its train/eval mode afterwards. The model may return ``(output, kl)`` or a tensor.
+    restoring its train/eval mode afterwards. The model may return ``(output, kl)`` or a tensor; an output with
+    ``logits`` (a Hugging Face ``ModelOutput``) gives its logits.
+
+    Language models (``task="tokens"``, chosen automatically for classification logits ``(N, T, V)`` per
+    forward): per-token predictive entropy, expected entropy and mutual information ``(N, T)``
+    (:class:`~autobayes.uncertainty.tokens.TokenSummary`), accumulated sample by sample (the sum of the
+    probabilities is kept, not every sample). Sequence classification (logits ``(N, C)``) gives the per-example
+    :class:`ClassificationSummary`. A batch may be a dict of tensors (a tokenizer's output: ``input_ids``,
+    ``attention_mask``, ...) passed as keyword arguments; its ``labels`` are kept as targets, not passed, and
+    its ``attention_mask`` becomes the token summary's ``mask`` (when it covers the predicted positions).
 
     Several samples per forward: the batch is repeated ``k`` times along dim 0 (``x.repeat``) and the output
     split back into ``k`` samples. The rows are independent posterior samples only when the model draws its
@@ -56,11 +66,12 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
 
     Args:
         bnn: the Bayesian model.
-        data: an input tensor (one batch), or an iterable (e.g. a ``DataLoader``) yielding ``x`` or
-            ``(x, y, ...)``; targets ``y`` are kept in the summary.
+        data: an input tensor or dict of tensors (one batch), or an iterable (e.g. a ``DataLoader``) yielding
+            ``x``, ``(x, y, ...)`` or dicts of tensors; targets ``y`` (a dict's ``labels``) are kept in the summary.
         n_samples: number of posterior samples per example, >= 1.
-        task: ``"classification"`` (output: logits ``(B, C)``) or ``"regression"`` (output ``(B[, D])``, or
-            ``(B, 2 * D)`` mean and log-variance with ``heteroscedastic=True``).
+        task: ``"classification"`` (output: logits ``(B, C)``; ``(B, T, V)`` gives per-token values as
+            ``"tokens"``), ``"tokens"`` (a language model's logits ``(B, T, V)``) or ``"regression"`` (output
+            ``(B[, D])``, or ``(B, 2 * D)`` mean and log-variance with ``heteroscedastic=True``).
         samples_per_forward: ``"auto"`` or an integer ``k >= 1`` (see above).
         chunk_size: with ``"auto"``, the most rows (``k * batch size``) one forward may take.
         memory_budget_mb: with ``"auto"`` and no ``chunk_size``, the memory one forward may use.
@@ -73,15 +84,16 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
         seed: when given, share the posterior weight draws between batches and calls (see above).
 
     Returns:
-        :class:`ClassificationSummary` or :class:`RegressionSummary` over all examples, in data order.
+        :class:`ClassificationSummary`, :class:`RegressionSummary` or :class:`TokenSummary` over all examples,
+        in data order.
 
     Example:
         >>> summary = predict(bnn, test_loader, n_samples=100)  # doctest: +SKIP
         >>> summary.to_csv("runs/test_predictions.csv")         # doctest: +SKIP
     """
     n_samples = check_int(n_samples, "n_samples", 1)
-    if task not in ("classification", "regression"):
-        raise ConfigError(f"predict: task must be 'classification' or 'regression', got {task!r}")
+    if task not in ("classification", "regression", "tokens"):
+        raise ConfigError(f"predict: task must be 'classification', 'regression' or 'tokens', got {task!r}")
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
     memory_budget_mb = check_positive(memory_budget_mb, "predict: memory_budget_mb", hint="e.g. memory_budget_mb=512")
@@ -107,14 +119,24 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
         summaries = []
         with torch.no_grad(), _kl_off(bnn), _cached_scales(bnn):
             for x, y in _batches(data, progress):
-                x = x.to(device)
-                k = fixed_k or _auto_k(x, n_samples, chunk_size, memory_budget_mb)
-                outs = []
+                x = _to(x, device)
+                k = fixed_k or _auto_k(_lead(x), n_samples, chunk_size, memory_budget_mb)
+                outs: List[Tensor] = []
+                tokens = TokenAccumulator(logits, return_samples) if task == "tokens" else None
                 for done in range(0, n_samples, k):
                     with _shared_draws(bnn, seed, done):
-                        outs.append(_forward(bnn, x, min(k, n_samples - done)))
-                out = torch.cat(outs, dim=0).cpu()
-                summaries.append(_summarise(out, y, task, logits, heteroscedastic, interval, return_samples))
+                        out = _forward(bnn, x, min(k, n_samples - done))
+                    if tokens is None and task == "classification" and out.dim() == 4:
+                        tokens = TokenAccumulator(logits, return_samples)  # a language model's (N, T, V)
+                    if tokens is not None:
+                        tokens.add(out)
+                    else:
+                        outs.append(out)
+                if tokens is not None:
+                    summaries.append(tokens.summary(y, _token_mask(x, tokens)))
+                else:
+                    out = torch.cat(outs, dim=0).cpu()
+                    summaries.append(_summarise(out, y, task, logits, heteroscedastic, interval, return_samples))
     finally:
         bnn.train(was_training)
     if not summaries:
@@ -192,24 +214,58 @@ def _auto_k(x: Tensor, n_samples: int, chunk_size: Optional[int], budget_mb: flo
     return max(1, min(n_samples, rows // batch))
 
 
-def _forward(model: nn.Module, x: Tensor, k: int) -> Tensor:
-    xr = x if k == 1 else x.repeat(k, *([1] * (x.dim() - 1)))
-    out = model(xr)
+def _lead(x: Any) -> Tensor:
+    """The tensor that sets a batch's size: ``x`` itself, or a dict batch's first tensor (``input_ids``)."""
+    if isinstance(x, Mapping):
+        return x.get("input_ids", next(v for v in x.values() if isinstance(v, Tensor)))
+    return x
+
+
+def _to(x: Any, device: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in x.items()}
+    return x.to(device)
+
+
+def _token_mask(x: Any, tokens: TokenAccumulator) -> Optional[Tensor]:
+    """A dict batch's ``attention_mask`` when it covers the predicted positions (an encoder-decoder's logits
+    are the decoder's: its encoder mask does not apply)."""
+    mask = x.get("attention_mask") if isinstance(x, Mapping) else None
+    return mask if mask is not None and tuple(mask.shape) == tokens.positions else None
+
+
+def _repeat(x: Tensor, k: int) -> Tensor:
+    return x if k == 1 else x.repeat(k, *([1] * (x.dim() - 1)))
+
+
+def _forward(model: nn.Module, x: Any, k: int) -> Tensor:
+    lead = _lead(x)
+    if isinstance(x, Mapping):  # keyword inputs: every per-example tensor repeated
+        xr = _repeat(lead, k)
+        out = model(**{key: _repeat(v, k) if isinstance(v, Tensor) and v.dim() and v.shape[0] == lead.shape[0] else v
+                       for key, v in x.items()})
+    else:
+        xr = _repeat(x, k)
+        out = model(xr)
     if not isinstance(out, Tensor):
-        if hasattr(out, "output") and isinstance(out.output, Tensor):
+        if hasattr(out, "output"):  # BayesOutput(output, kl)
             out = out.output
-        elif isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], Tensor):
+        elif isinstance(out, (tuple, list)) and len(out) == 2 and (
+                isinstance(out[0], Tensor) or hasattr(out[0], "logits")):
             out = out[0]
-        else:
-            raise ConfigError(
-                f"predict: the model returned {type(out).__name__}; expected a tensor or an (output, kl) pair"
-            )
+    if not isinstance(out, Tensor) and isinstance(getattr(out, "logits", None), Tensor):
+        out = out.logits  # a Hugging Face ModelOutput
+    if not isinstance(out, Tensor):
+        raise ConfigError(
+            f"predict: the model returned {type(out).__name__}; expected a tensor, an (output, kl) pair or an "
+            f"output with logits"
+        )
     if out.shape[0] != xr.shape[0]:
         raise ConfigError(
             f"predict: the model output has {out.shape[0]} rows for {xr.shape[0]} input rows; predict needs one "
             f"output row per input row (batch first)"
         )
-    return out.reshape(k, x.shape[0], *out.shape[1:])
+    return out.reshape(k, lead.shape[0], *out.shape[1:])
 
 
 def _summarise(out: Tensor, y: Optional[Tensor], task: str, logits: bool, heteroscedastic: bool,
@@ -236,6 +292,9 @@ def _batches(data: Any, progress: bool) -> Iterable[Tuple[Tensor, Optional[Tenso
     if isinstance(data, Tensor):
         yield data, None
         return
+    if isinstance(data, Mapping):
+        yield _split_labels(data)
+        return
     from tqdm.auto import tqdm
 
     try:
@@ -245,19 +304,33 @@ def _batches(data: Any, progress: bool) -> Iterable[Tuple[Tensor, Optional[Tenso
     for batch in tqdm(data, total=total, disable=not progress, desc="predict", unit="batch", leave=False):
         if isinstance(batch, Tensor):
             yield batch, None
+        elif isinstance(batch, Mapping):
+            yield _split_labels(batch)
         elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
             y = batch[1] if len(batch) > 1 else None
             yield batch[0], (torch.as_tensor(y).cpu() if y is not None else None)
         else:
             raise ConfigError(
-                f"predict: each batch must be a tensor x or a tuple (x, y, ...), got {type(batch).__name__}; "
+                f"predict: each batch must be a tensor x, a tuple (x, y, ...) or a dict of tensors, got "
+                f"{type(batch).__name__}; "
                 f"wrap other loaders, e.g. (batch['image'], batch['label']) for batch in loader"
             )
+
+
+def _split_labels(batch: Mapping) -> Tuple[dict, Optional[Tensor]]:
+    """A dict batch's model inputs, and its ``labels`` (targets, not given to the model)."""
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    if not any(isinstance(v, Tensor) for v in inputs.values()):
+        raise ConfigError(f"predict: a dict batch needs tensor inputs (e.g. input_ids), got keys {list(batch)}")
+    y = batch.get("labels")
+    return inputs, (torch.as_tensor(y).cpu() if y is not None else None)
 
 
 def _concat(parts: list):
     if len(parts) == 1:
         return parts[0]
+    if isinstance(parts[0], TokenSummary):
+        return concat_token_summaries(parts)
     first, values = parts[0], {}
     for f in dataclasses.fields(first):
         items = [getattr(p, f.name) for p in parts]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.functional import normalize
 
 import autobayes
 
@@ -35,3 +36,23 @@ def test_deepcopy_state_dict_and_pickle(mode):
     functional.eval(), clone.eval()
     with autobayes.use_mean(functional), autobayes.use_mean(clone):
         torch.testing.assert_close(clone(*xs).output["h"], functional(*xs).output["h"])
+
+
+class _Autowrapped(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(normalize(x))
+
+
+def test_compiling_a_forward_with_autowrapped_functions_leaves_later_traces_working():
+    # torch.fx writes `torch.fx._symbolic_trace.wrap("<dotted name>")` into the code of a graph with autowrapped
+    # functions; executing it registered the dotted name in torch.fx's global patch table, and every later trace in
+    # the process failed with KeyError (an fx-mode conversion after an LSTM model with autowrap_functions did).
+    bnn = autobayes.bayesify(_Autowrapped(), mode="fx", autowrap_functions=[normalize])
+    assert bnn(torch.randn(2, 4)).output.shape == (2, 3)
+    assert "torch.nn.functional.normalize" in bnn.code
+    torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    assert autobayes.bayesify(SmallCNN(), mode="fx").bayes_report.mode == "fx"
