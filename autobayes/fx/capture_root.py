@@ -40,6 +40,9 @@ __all__ = ["ExportRoot", "build_export", "CAPTURED", "CaptureFailure"]
 CAPTURED = "_autobayes_captured"
 #: On an export-mode root: whether the KL units carry the forward pre-hooks of the eager fallback.
 _HOOKED = "_autobayes_hooked"
+#: At most this many captures per model: a forward given ever new non-tensor values (a float that changes at every
+#: call) runs eagerly beyond it instead of being captured again and again.
+MAX_CAPTURES = 16
 
 
 class CaptureFailure(Exception):
@@ -73,6 +76,16 @@ def _eager(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Baye
 @torch.compiler.disable
 def _capture(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any], key: Any) -> Any:
     """Capture ``root`` for a new input structure (outside torch.compile's tracing); ``None`` when it fails."""
+    if len(captured_entries(root)) >= MAX_CAPTURES:
+        root.__dict__.setdefault(CAPTURED, {})[key] = "too many captures"
+        warnings.warn(
+            f"{type(root).__name__} has been captured for {MAX_CAPTURES} input structures (does the forward get "
+            f"non-tensor arguments whose values change, such as a float? each value is a new structure); new "
+            f"structures run the model's own forward (the KL counts the Bayesian layers it calls, as in "
+            f"mode='swap'). Pass such values as tensors, or convert with bayesify(model, mode='swap')",
+            stacklevel=3,
+        )
+        return None
     try:
         captured, _ = capture_converted(root, args, kwargs)
     except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager forward

@@ -336,3 +336,27 @@ def test_a_size_one_dimension_gets_its_own_specialised_capture(shaped):
         torch.testing.assert_close(bnn(x).output["out"], model(x)["out"], atol=1e-5, rtol=0)
         torch.testing.assert_close(bnn(torch.randn(4, 6)).output["out"].shape, torch.Size([4, 4]))
     assert any(e.fixed == {(0, 0): 1} for e in captured_entries(bnn))
+
+
+def test_ever_new_non_tensor_values_stop_being_captured_after_a_bound(monkeypatch):
+    from autobayes.fx import capture_root
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x, scale=1.0):
+            if x.dim() == 2:
+                x = self.fc(x) * scale  # a Python float: each value is a new structure
+            return x
+
+    monkeypatch.setattr(capture_root, "MAX_CAPTURES", 3)
+    x = torch.randn(2, 3)
+    bnn = autobayes.bayesify(Scaled(), mode="export", example_inputs=(x,), kl="closed")  # train + eval (the check)
+    bnn(x, scale=0.5)  # the third capture
+    with pytest.warns(UserWarning, match="captured for 3 input structures"):
+        out, kl = bnn(x, scale=0.25)
+    torch.testing.assert_close(kl, kl_of(bnn.fc))
+    torch.testing.assert_close(bnn(x, scale=0.25).output.shape, torch.Size([2, 3]))  # eager, no second warning
+    assert len(captured_entries(bnn)) == 3
