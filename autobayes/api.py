@@ -16,9 +16,9 @@ from .config import BayesConfig
 from .errors import ConfigError, UntraceableModelError
 from .fx.convert import convert_modules
 from .fx.report import ConversionReport
+from .fx.routes import build_swap, try_export, warn_fallback
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import KL_DISABLED, BayesOutput
-from .fx.swap import make_swap_root, record_functional_weights
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -26,7 +26,7 @@ from .registry import did_you_mean
 __all__ = ["bayesify", "inspect_model", "use_mean", "kl_disabled", "BayesOutput", "MODES"]
 
 #: Conversion routes of :func:`bayesify`.
-MODES = ("auto", "fx", "swap")
+MODES = ("auto", "fx", "export", "swap")
 
 
 def bayesify(
@@ -58,15 +58,19 @@ def bayesify(
     deterministic; ``bnn.bayes_report`` lists what was converted and what was skipped, and why.
 
     Routes (``mode``): ``"fx"`` traces the model with torch.fx (in train and in eval mode -- graphs can differ,
-    e.g. auxiliary heads) and rewrites the graph to thread the KL; ``"swap"`` swaps layers in place and collects
-    the KL of the layers each forward calls (for models fx cannot trace); ``"auto"`` tries ``"fx"`` and falls
-    back to ``"swap"`` with a warning saying why and where.
+    e.g. auxiliary heads) and rewrites the graph to thread the KL; ``"export"`` captures the forward with
+    ``torch.export`` (non-strict, dynamic shapes) on ``example_inputs`` -- for a Hugging Face ``transformers``
+    model they default to :func:`autobayes.hf.example_inputs` -- and rewrites that graph the same way (train /
+    eval and each input structure captured at first use; see :mod:`autobayes.fx.capture_root`); ``"swap"`` swaps
+    layers in place and collects the KL of the layers each forward calls; ``"auto"`` tries ``"fx"``, then
+    ``"export"`` (when example inputs exist), then ``"swap"``, with one warning saying why and which route
+    converted the model (``bnn.bayes_report.mode`` and its notes record it too).
 
     Args:
         model: any ``nn.Module``; left untouched unless ``inplace=True``.
         config: a :class:`BayesConfig` or a dict of its fields; ``options`` override it.
         inplace: convert ``model`` itself instead of a deep copy.
-        mode: ``"auto"``, ``"fx"`` or ``"swap"``.
+        mode: ``"auto"``, ``"fx"``, ``"export"`` or ``"swap"``.
         leaf_modules: module types torch.fx should not trace into (their layers still become Bayesian).
             timm's own leaf registry is always honoured.
         autowrap_functions: functions to record as single graph nodes (timm's registry is always honoured).
@@ -94,8 +98,9 @@ def bayesify(
         UnknownNameError: an unknown option or option value (the message suggests the closest name).
         ConfigError: an invalid option value, or no layer became Bayesian (the message names the filters and
             lists layers that exist; pass ``allow_deterministic=True`` to accept that).
-        UntraceableModelError: with ``mode="fx"``, when torch.fx cannot trace the model; the message names the
-            module path and the operation and gives the fixes as code.
+        UntraceableModelError: with ``mode="fx"``, when torch.fx cannot trace the model (the message names the
+            module path and the operation and gives the fixes as code); with ``mode="export"``, when torch.export
+            cannot capture it.
 
     Example:
         >>> model = torchvision.models.resnet18(num_classes=10)
@@ -133,22 +138,16 @@ def bayesify(
     convert_cfg = cfg if plan is None else plan.config
 
     graphs = None
-    if mode != "swap":
+    fx_failure: Optional[TraceFailure] = None
+    if mode in ("auto", "fx"):
         try:
             graphs, notes = trace_modes(net, lambda: BayesTracer(leaf_types, wrapped), dict(concrete_args or {}) or None, inputs)
             report.notes.extend(notes)
         except TraceFailure as failure:
             if mode == "fx":
                 raise failure.to_error() from failure.error
-            graph_fixes = [f for f in failure.fixes() if "mode='swap'" not in f]
-            hint = (f" To use the graph route instead: {'; '.join(graph_fixes)}" if graph_fixes
-                    else " Pass mode='swap' to convert this way without the warning.")
-            warnings.warn(
-                f"{failure.summary()}. autobayes falls back to mode='swap' (layers swapped in place, KL collected "
-                f"per forward).{hint}",
-                stacklevel=2,
-            )
-            report.notes.append(f"fell back to swap mode: {failure.summary()}")
+            fx_failure = failure
+            report.notes.append(f"fx route not taken: {failure.summary()}")
 
     if graphs is not None:
         try:
@@ -167,7 +166,11 @@ def bayesify(
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
                             allow_deterministic=allow_deterministic, adapter=spec)
     else:
-        _build_swap(net, convert_cfg, report, inputs)
+        export_failure = None if mode == "swap" else try_export(model, net, convert_cfg, report, inputs, mode)
+        if report.mode != "export":
+            build_swap(net, convert_cfg, report, inputs)
+        if fx_failure is not None:
+            warn_fallback(fx_failure, report.mode, export_failure)
     if plan is not None:
         plan.finish(net, report)
 
@@ -184,7 +187,7 @@ def bayesify(
             f"torch.fx fixed while tracing. Fixes: bayesify(model, concrete_args={{...}}), "
             f"bayesify(model, leaf_modules=[TheBlock]) or bayesify(model, mode='swap')"
         )
-        if report.mode == "fx" and mode == "auto" and not inplace:
+        if report.mode in ("fx", "export") and mode == "auto" and not inplace:
             warnings.warn(message + "; falling back to mode='swap'", stacklevel=2)
             return bayesify(model, cfg, mode="swap", example_inputs=example_inputs,
                             allow_deterministic=allow_deterministic, adapter=spec)
@@ -248,16 +251,6 @@ def _build_fx(net: nn.Module, graphs: Dict[str, Any], cfg: BayesConfig, report: 
             f"{n_leaf} layer(s) inside opaque leaf modules were converted as posterior attributes (their weight "
             f"attribute returns a sample); their KL is counted when the leaf is called"
         )
-
-
-def _build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport, inputs: Optional[tuple] = None) -> None:
-    report.mode = "swap"
-    # modules of torch.nn with children (nn.TransformerEncoderLayer, ...) may read their layers' weights
-    # themselves: convert those layers as posterior attributes, not by swapping.
-    inside = leaf_ancestors(net, ())
-    convert_modules(net, cfg, report, inside_leaf=inside.get, functional=record_functional_weights(net, inputs))
-    make_swap_root(net)
-    report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
 
 
 def inspect_model(model: nn.Module, config: Optional[Union[BayesConfig, Mapping[str, Any]]] = None, **options: Any) -> ConversionReport:

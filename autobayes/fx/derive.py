@@ -6,11 +6,12 @@ A converted module keeps its class's methods and attributes: its class becomes a
 * **posterior attributes**: ``module.weight`` returns a sample of ``module.weight_posterior`` (the mean under
   :func:`autobayes.use_mean`), so code that reads ``self.weight`` gets a Bayesian weight;
 * for a converted model's root, a **root mixin**: ``"fx"`` runs the rewritten forward of the current mode,
-  ``"swap"`` runs the original forward and adds the KL of the layers it called. Both return
-  :class:`~autobayes.fx.runtime.BayesOutput`, and run the forward inside
-  :func:`~autobayes.nn.parameter.shared_draws` (one draw per posterior per forward). A ``transformers`` model
-  that can generate also gets :class:`autobayes.hf.generate.GenerateRoot` (``generate`` with one posterior draw
-  per call).
+  ``"swap"`` runs the original forward and adds the KL of the layers it called, ``"export"``
+  (:class:`autobayes.fx.capture_root.ExportRoot`, registered in :data:`ROOTS` by that module) runs the captured
+  graph of the current mode and input structure. All return :class:`~autobayes.fx.runtime.BayesOutput`, and run
+  the forward inside :func:`~autobayes.nn.parameter.shared_draws` (one draw per posterior per forward). A
+  ``transformers`` model that can generate also gets :class:`autobayes.hf.generate.GenerateRoot` (``generate``
+  with one posterior draw per call).
 
 Derived classes are cached and never named at module level: an instance pickles and deep-copies as
 ``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
@@ -106,7 +107,7 @@ class _SwapRoot:
         return strip_state(super().__getstate__())
 
 
-#: The root mixin of each conversion route.
+#: The root mixin of each conversion route ("export" is added by autobayes.fx.capture_root, which needs this module).
 ROOTS: Dict[str, type] = {"fx": _FXRoot, "swap": _SwapRoot}
 _DERIVED: Dict[Tuple[type, Optional[str], Tuple[str, ...]], type] = {}
 
@@ -121,7 +122,7 @@ def base_class(module: nn.Module) -> type:
 
 def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = ()) -> type:
     """The class of ``base`` with posterior attributes ``attrs`` and, for a converted model, the root mixin
-    ``root`` (``"fx"`` or ``"swap"``). Cached; ``__module__`` is kept (torch.fx's leaf rule looks at it)."""
+    ``root`` (``"fx"``, ``"swap"`` or ``"export"``). Cached; ``__module__`` is kept (torch.fx's leaf rule looks at it)."""
     key = (base, root, tuple(sorted(attrs)))
     cls = _DERIVED.get(key)
     if cls is None:
