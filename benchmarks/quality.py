@@ -143,8 +143,10 @@ def default_targets(stats: Dict[str, Dict[str, tuple]]) -> List[str]:
     d, det, drop = stats[DEFAULT_NAME], stats["deterministic"], stats[f"MC dropout (p={qm.DROPOUT})"]
     best_auroc = max(d["auroc_mi"][0], d["auroc_h"][0])
     checks = [
-        ("NLL below the deterministic network's", d["nll"][0] < det["nll"][0], f"{d['nll'][0]:.3f} vs {det['nll'][0]:.3f}"),
-        ("ECE below the deterministic network's", d["ece"][0] < det["ece"][0], f"{d['ece'][0]:.3f} vs {det['ece'][0]:.3f}"),
+        ("NLL below the deterministic network's", d["nll"][0] < det["nll"][0],
+         f"{d['nll'][0]:.3f} vs {det['nll'][0]:.3f}"),
+        ("ECE below the deterministic network's", d["ece"][0] < det["ece"][0],
+         f"{d['ece'][0]:.3f} vs {det['ece'][0]:.3f}"),
         ("accuracy within 0.5 points of the deterministic network's", d["acc"][0] >= det["acc"][0] - 0.005,
          f"{100 * d['acc'][0]:.1f}% vs {100 * det['acc'][0]:.1f}% ({100 * (d['acc'][0] - det['acc'][0]):+.1f} points)"),
         ("held-out-class OOD AUROC (MI or entropy, the better) above MC dropout's (its better)",
@@ -217,8 +219,9 @@ def main(argv=None) -> int:
     body += [f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
              f"{torch.get_num_threads()} thread(s), {seeds} seeds, MLP hidden {qm.HIDDEN}, "
              f"{qm.N_TEST_SAMPLES} test samples per example; took {elapsed / 60:.1f} min. Cells: mean ± std over "
-             f"seeds; `—`: not defined (a deterministic network's mutual information and epistemic std are 0 for every input, and "
-             f"its one noise variance ranks no regression example above another). Train time per epoch: all five members "
+             f"seeds; `—`: not defined (a deterministic network's mutual information and epistemic std are 0 for "
+             f"every input, and its one noise variance ranks no regression example above another). Train time per "
+             f"epoch: all five members "
              f"for the ensemble, the fine-tuning epochs for the converted network (after the deterministic network's "
              f"training)."]
     write_section(out / "RESULTS.md", body)

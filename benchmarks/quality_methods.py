@@ -114,7 +114,8 @@ def _noise_var(criterion: autobayes.ELBOLoss) -> Optional[float]:
 
 
 def fit_plain(net: nn.Module, data: Data, epochs: int, seed: int,
-              extra_loss: Optional[Callable[[nn.Module, int], Tensor]] = None) -> Tuple[nn.Module, Optional[float], float]:
+              extra_loss: Optional[Callable[[nn.Module, int], Tensor]] = None
+              ) -> Tuple[nn.Module, Optional[float], float]:
     """Train a network that returns a tensor (deterministic, dropout, bayesian-torch) with the ELBO losses'
     NLL (no KL) plus ``extra_loss(net, batch_size)``; returns ``(net, noise variance, seconds per epoch)``."""
     crit = _criterion(data)
