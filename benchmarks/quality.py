@@ -4,8 +4,8 @@ Trains and evaluates, on the same splits and the same MLP, with several seeds ea
 MC dropout, a deep ensemble of 5, IntelLabs' bayesian-torch (``dnn_to_bnn``, its README settings) and autobayes
 (its default configuration; Gaussian and Radial posteriors x ``local`` / ``sample`` forwards x ``n_mc`` in
 {1, 100, 10^4} with the Monte Carlo KL ``repar``, the Radial's 10^4 only with ``--radial-1e4``; a deterministic
-network converted with a prior centred on its weights and fine-tuned). Data, OOD sets and methods: see ``quality_methods.py``; the n_mc study:
-``quality_nmc.py``. Writes one markdown table per data set into the quality section of ``OUT/RESULTS.md``
+network converted with a prior centred on its weights and fine-tuned). Data, OOD sets and methods: see
+``quality_methods.py``; the n_mc study: ``quality_nmc.py``. Writes one markdown table per data set into the quality section of ``OUT/RESULTS.md``
 (between the markers, the rest of the file kept) and one PNG per data set into ``OUT/figures/``.
 
     python benchmarks/quality.py                    # the full run (3 seeds, 3 data sets)
@@ -21,6 +21,7 @@ import argparse
 import datetime
 import math
 import os
+import platform
 import re
 import sys
 import time
@@ -191,7 +192,9 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - started:7.1f} s] {msg}", flush=True)
 
     cmd = "python benchmarks/quality.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    body = [f"## Quality: is the Bayesian model better? (`{cmd}`)", ""]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    body = [f"## CPU: quality.py, is the Bayesian model better? ({os.cpu_count()}-core {platform.machine()}, "
+            f"{now:%Y-%m-%d}, torch {torch.__version__}; `{cmd}`)", ""]
     all_stats = {}
     for name in args.datasets:
         stats = run_dataset(name, seeds, args.quick, log, args.radial_1e4)
