@@ -5,8 +5,9 @@ MC dropout, a deep ensemble of 5, IntelLabs' bayesian-torch (``dnn_to_bnn``, its
 (its default configuration; Gaussian and Radial posteriors x ``local`` / ``sample`` forwards x ``n_mc`` in
 {1, 100, 10^4} with the Monte Carlo KL ``repar``, the Radial's 10^4 only with ``--radial-1e4``; a deterministic
 network converted with a prior centred on its weights and fine-tuned). Data, OOD sets and methods: see
-``quality_methods.py``; the n_mc study: ``quality_nmc.py``. Writes one markdown table per data set into the quality section of ``OUT/RESULTS.md``
-(between the markers, the rest of the file kept) and one PNG per data set into ``OUT/figures/``.
+``quality_methods.py``; the n_mc study: ``quality_nmc.py``. Writes one markdown table per data set into the
+quality section of ``OUT/RESULTS.md`` (between the markers, the rest of the file kept) and one PNG per data set
+into ``OUT/figures/``.
 
     python benchmarks/quality.py                    # the full run (3 seeds, 3 data sets)
     python benchmarks/quality.py --radial-1e4       # plus the Radial n_mc=10^4 row (~3x the time on a CPU)
