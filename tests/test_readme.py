@@ -34,6 +34,7 @@ NOT_RUN = {
     "pip install -e .[dev]": "the development install (bash run_tests.sh makes it)",
     "OMP_NUM_THREADS=1 pytest": "runs this test suite",
     "python benchmarks/import_time.py": "a benchmark against another checkout of the repository",
+    "python benchmarks/quality.py": "the quality benchmark (minutes); tests/test_quality_benchmark.py runs --quick",
 }
 
 

@@ -1,0 +1,67 @@
+"""The quality benchmark (``benchmarks/quality.py``, issue 15) end to end, ``--quick`` on one data set.
+
+Checks that the run writes its table and figure and that every cell of the table is filled: a number
+``mean ± std`` (two seeds), except the deterministic network's mutual-information AUROC, documented as ``—`` (its
+mutual information is 0 for every input). About half a minute alone on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bayesian_torch")
+pytest.importorskip("matplotlib")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+def test_quick_run_fills_every_column(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("quality", None)
+    import quality
+
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\nkept prose\n\n## An older section\n\nkept too\n")
+    assert quality.main(["--quick", "--datasets", "breast_cancer", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "kept prose" in text and "## An older section\n\nkept too" in text
+    assert text.count(quality.BEGIN) == 1 and text.count(quality.END) == 1
+    assert (tmp_path / "figures" / "quality_breast_cancer.png").stat().st_size > 1000
+
+    section = text.split(quality.BEGIN)[1].split(quality.END)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    header = next(line for line in section.splitlines() if line.startswith("| method"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[1:] == [label for _, label in quality.CLS_COLUMNS]
+    assert len(rows) == len(quality.methods(quick=True))
+    number = r"-?\d+(\.\d+)?(e[-+]?\d+)?"
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == len(columns), row
+        for col, cell in zip(columns[1:], cells[1:]):
+            if cell == "—":
+                assert (cells[0], col) == ("deterministic", "OOD AUROC MI"), f"undocumented empty cell: {row}"
+                continue
+            m = re.fullmatch(f"({number}) ± ({number})", cell)
+            assert m, f"{cells[0]}, {col}: {cell!r} is not 'mean ± std'"
+            assert math.isfinite(float(m.group(1))) and math.isfinite(float(m.group(4))), (cells[0], col, cell)
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("quality", None)
+    import quality
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\nprose\n\n## Older section\n\nold numbers\n")
+    quality.write_section(path, ["first"])
+    quality.write_section(path, ["second"])
+    text = path.read_text()
+    assert text.count(quality.BEGIN) == 1 and "first" not in text and "second" in text
+    assert text.index("prose") < text.index(quality.BEGIN) < text.index("## Older section")
+    assert text.endswith("## Older section\n\nold numbers\n")
