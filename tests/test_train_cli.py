@@ -131,6 +131,8 @@ def test_a_filter_that_converts_nothing_is_an_error(tmp_path, capsys):
                      "allow_deterministic=True"):
         assert fragment in message, message
     with pytest.raises(ConfigError, match="no layer autobayes converts"):
+        autobayes.bayesify(nn.Sequential(nn.ReLU(), nn.Dropout()))
+    with pytest.raises(ConfigError, match=r"BatchNorm1d layers are opt-in: convert them with layer_types=\['BatchNorm1d'\]"):
         autobayes.bayesify(nn.Sequential(nn.BatchNorm1d(3), nn.ReLU()))
     # inspect_model shows the empty result instead of raising, and says what bayesify would do
     report = autobayes.inspect_model(model, include=["nonexistent_layer*"])
