@@ -7,7 +7,9 @@ and which route converted it).
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Any, Mapping, Optional, Tuple
+
+import torch
 
 from torch import nn
 
@@ -22,7 +24,7 @@ from .report import ConversionReport
 from .swap import make_swap_root, record_functional_weights
 from .tracer import TraceFailure, leaf_ancestors
 
-__all__ = ["try_export", "warn_fallback", "build_swap"]
+__all__ = ["try_export", "warn_fallback", "build_swap", "input_spec", "inputs_from_spec", "INPUT_SPEC"]
 
 
 def try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: ConversionReport,
@@ -59,6 +61,9 @@ def try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: Conve
         report.notes.append(f"export route not taken: {failure}")
         return str(failure)
     report.mode = "export"
+    spec = input_spec(tuple(args), dict(kwargs))
+    if spec is not None:  # a checkpoint stores it, so that loading captures the forward again
+        net.__dict__[INPUT_SPEC] = spec
     return None
 
 
@@ -92,3 +97,45 @@ def build_swap(net: nn.Module, cfg: BayesConfig, report: ConversionReport, input
     convert_modules(net, cfg, report, inside_leaf=inside.get, functional=record_functional_weights(net, inputs))
     make_swap_root(net)
     report.notes.append("swap mode: the KL counts the Bayesian layers each forward calls (forward pre-hooks)")
+
+
+#: On an export-route root: a JSON description of the example inputs it was captured on (see :func:`input_spec`).
+INPUT_SPEC = "_autobayes_input_spec"
+
+
+def input_spec(args: tuple, kwargs: dict) -> Optional[dict]:
+    """A JSON-able description of example inputs -- each tensor's shape and dtype, other leaves as they are --
+    that a checkpoint stores so that loading can capture the forward again (:func:`inputs_from_spec`); ``None``
+    when a leaf is neither a tensor nor a JSON value.
+
+    Example:
+        >>> input_spec((torch.zeros(2, 3),), {"mask": None})
+        {'args': [{'shape': [2, 3], 'dtype': 'float32'}], 'kwargs': {'mask': None}}
+    """
+    def describe(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(type(value).__name__)
+
+    try:
+        return {"args": [describe(a) for a in args], "kwargs": {k: describe(v) for k, v in kwargs.items()}}
+    except TypeError:
+        return None
+
+
+def inputs_from_spec(spec: Mapping[str, Any]) -> Tuple[tuple, dict]:
+    """Example inputs matching :func:`input_spec`'s description: floating tensors from a fixed seed, integer and
+    bool tensors of zeros (valid token ids and masks)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def build(value: Any) -> Any:
+        if not (isinstance(value, dict) and set(value) == {"shape", "dtype"}):
+            return value
+        dtype = getattr(torch, value["dtype"])
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(value["shape"], generator=generator).to(dtype)
+        return torch.zeros(value["shape"], dtype=dtype)
+
+    return tuple(build(a) for a in spec.get("args", [])), {k: build(v) for k, v in spec.get("kwargs", {}).items()}

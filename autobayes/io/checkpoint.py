@@ -52,6 +52,7 @@ from torch import nn
 
 from ..config import BayesConfig
 from ..errors import AutobayesError, CheckpointError
+from ..fx.routes import INPUT_SPEC, inputs_from_spec
 from .arch import arch_spec, build_deterministic
 from .files import PathLike, atomic_output, require_file
 from .formats import first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
@@ -89,7 +90,10 @@ def _bayesify_options(bnn: nn.Module) -> Dict[str, Any]:
     the same module tree without tracing again in ``"auto"`` mode."""
     mode = getattr(getattr(bnn, "bayes_report", None), "mode", None)
     adapter = getattr(bnn, "bayes_adapter", None)  # bayesify(adapter="lora", rank=..., alpha=...): rebuilt alike
-    return {**({"mode": mode} if isinstance(mode, str) else {}), **(dict(adapter) if isinstance(adapter, dict) else {})}
+    options = {**({"mode": mode} if isinstance(mode, str) else {}), **(dict(adapter) if isinstance(adapter, dict) else {})}
+    if mode == "export" and INPUT_SPEC in bnn.__dict__:  # the capture route captures again on inputs like these
+        options["example_inputs"] = bnn.__dict__[INPUT_SPEC]
+    return options
 
 
 def _filter_fn_accepted(config: BayesConfig, arch: Mapping[str, Any]) -> Optional[List[str]]:
@@ -290,6 +294,12 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         model = build_deterministic(spec["arch"])
         config = _rebuild_config(spec)
         options = {k: v for k, v in (spec.get("bayesify") or {}).items()}
+        if isinstance(options.get("example_inputs"), dict):  # the shapes and dtypes an export-route model was captured on
+            args, kwargs = inputs_from_spec(options["example_inputs"])
+            options["example_inputs"] = kwargs if not args else args if not kwargs else None
+            if options["example_inputs"] is None:
+                raise CheckpointError(f"{str(path)!r} records example inputs with both positional and keyword "
+                                      f"arguments, which bayesify(example_inputs=...) cannot take")
         bnn = bayesify(model, config=config, allow_deterministic=True, **options)  # the file says what it holds
     except AutobayesError as err:
         raise CheckpointError(f"cannot rebuild the network of {str(path)!r} ({spec['arch']['arch']}): {err}") from err

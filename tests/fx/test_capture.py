@@ -360,3 +360,24 @@ def test_ever_new_non_tensor_values_stop_being_captured_after_a_bound(monkeypatc
     torch.testing.assert_close(kl, kl_of(bnn.fc))
     torch.testing.assert_close(bnn(x, scale=0.25).output.shape, torch.Size([2, 3]))  # eager, no second warning
     assert len(captured_entries(bnn)) == 3
+
+
+def make_shaped() -> nn.Module:
+    """The architecture factory ``autobayes.load`` rebuilds :class:`_Shaped` with (``test_capture:make_shaped``)."""
+    torch.manual_seed(1)
+    return _Shaped()
+
+
+def test_a_checkpoint_of_an_export_route_model_loads_by_capturing_again(tmp_path, monkeypatch):
+    # load has no example inputs of its own: the checkpoint records the shapes and dtypes the model was captured on
+    # (it failed with "mode='export' captures the forward on example inputs, and none were given")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    _, bnn, _ = _convert(make_shaped())
+    path = tmp_path / "shaped.safetensors"
+    autobayes.save(bnn, path, arch={"arch": "test_capture:make_shaped"})
+    loaded = autobayes.load(path)
+    assert loaded.bayes_report.mode == "export"
+    x = torch.randn(7, 6)
+    with autobayes.use_mean(bnn), autobayes.use_mean(loaded):
+        bnn.eval()
+        torch.testing.assert_close(loaded(x).output["out"], bnn(x).output["out"])
