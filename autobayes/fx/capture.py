@@ -32,6 +32,8 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
+from .rewrite import input_dependent
+
 __all__ = ["Captured", "export_forward", "functional_weights", "structure_key", "flatten_inputs", "WEIGHT_ATEN"]
 
 _aten = torch.ops.aten
@@ -205,14 +207,6 @@ def specialised_note(fixed: Dict[Tuple[int, int], int], names: Sequence[str]) ->
 # ---------------------------------------------------------------------------------------------------------------
 # analysis of the deterministic capture
 # ---------------------------------------------------------------------------------------------------------------
-def _input_dependent(graph: fx.Graph) -> Set[fx.Node]:
-    dep: Set[fx.Node] = set()
-    for node in graph.nodes:
-        if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
-            dep.add(node)
-    return dep
-
-
 def weight_arguments(node: fx.Node) -> List[Any]:
     """The arguments of ``node`` in weight position, when it is a weight op of :data:`WEIGHT_ATEN`."""
     if node.op != "call_function":
@@ -244,7 +238,7 @@ def _source_get_attr(value: Any, dep: Set[fx.Node], depth: int = 16) -> Optional
 
 def weight_sources(graph: fx.Graph) -> Dict[str, fx.Node]:
     """``{get_attr target: node}`` of the tensors that reach a weight argument of a weight op."""
-    dep = _input_dependent(graph)
+    dep = input_dependent(graph)
     found: Dict[str, fx.Node] = {}
     for node in graph.nodes:
         for arg in weight_arguments(node):

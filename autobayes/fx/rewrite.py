@@ -40,7 +40,7 @@ from .report import ConversionReport, LayerRecord
 from .runtime import FORWARD_CODE, kl_units, total_kl
 from .ties import find_ties
 
-__all__ = ["rewrite_graph", "kl_units_of_graph", "compile_graph", "install_fx_root", "WEIGHT_OPS"]
+__all__ = ["rewrite_graph", "kl_units_of_graph", "compile_graph", "install_fx_root", "input_dependent", "WEIGHT_OPS"]
 
 _CONV_TYPES = {
     F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
@@ -68,7 +68,8 @@ _WEIGHT_METHODS = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "ad
 # ---------------------------------------------------------------------------------------------------------------
 # analysis helpers
 # ---------------------------------------------------------------------------------------------------------------
-def _input_dependent(graph: fx.Graph) -> Set[fx.Node]:
+def input_dependent(graph: fx.Graph) -> Set[fx.Node]:
+    """The nodes of ``graph`` whose value depends on an input (placeholders and everything computed from them)."""
     dep: Set[fx.Node] = set()
     for node in graph.nodes:
         if node.op == "placeholder" or any(a in dep for a in node.all_input_nodes):
@@ -118,7 +119,7 @@ def _join(prefix: str, name: str) -> str:
 # the passes
 # ---------------------------------------------------------------------------------------------------------------
 def _rewrite_parameter_reads(model: nn.Module, graph: fx.Graph, config: BayesConfig, report: ConversionReport) -> None:
-    dep = _input_dependent(graph)
+    dep = input_dependent(graph)
     tied = {id(t.param): t for t in find_ties(model)}  # ties still raw here are deterministic ones
     functional: Dict[str, type] = {}  # get_attr target -> layer type it counts as
     for node in graph.nodes:
