@@ -1,14 +1,17 @@
 """A Bayesian GPT-2-style language model trained on the Python standard library's docstrings.
 
-    python examples/bayesian_gpt2_docstrings.py --quick          # under a minute on a CPU core
+    python examples/bayesian_gpt2_docstrings.py --quick          # about 20 s of CPU time (150 small steps)
     python examples/bayesian_gpt2_docstrings.py                  # 600 steps: a few minutes
 
 Real text that exists offline and that nobody here wrote: the docstrings of a fixed list of standard-library
-modules and of their public classes and functions (``inspect.getdoc``). Tokens are bytes (0..255, no tokenizer
-to download). The model is transformers' ``GPT2LMHeadModel`` built from a small ``GPT2Config`` (random
-initial weights), converted with ``autobayes.bayesify`` and trained by variational inference: the loss is
-:class:`autobayes.losses.CategoricalELBO` (per-sequence NLL summed over its tokens, plus ``beta * KL / N`` with
-``N`` the number of training sequences; ``beta`` warms up linearly, :class:`autobayes.schedules.LinearWarmupBeta`).
+modules and of their public classes and functions (``inspect.getdoc``; they vary a little between Python
+versions). Tokens are bytes (0..255, no tokenizer to download). The model is transformers'
+``GPT2LMHeadModel`` built from a small ``GPT2Config`` (random initial weights), converted with
+``autobayes.bayesify`` (Gaussian posterior, ``forward="sample"``: one coherent weight draw per forward, as in
+generation; local reparameterisation would draw independent noise for every token position) and trained by
+variational inference: the loss is :class:`autobayes.losses.CategoricalELBO` (per-sequence NLL summed over its
+tokens, plus ``beta * KL / N`` with ``N`` the number of training sequences; ``beta`` warms up linearly,
+:class:`autobayes.schedules.LinearWarmupBeta`).
 
 Held-out docstrings (other modules than the training ones) are then scored token by token, with Monte Carlo
 draws of the weights: the predictive entropy ``H[mean_s p_s]`` and the mutual information
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import random
 import time
 import warnings
 from pathlib import Path
@@ -43,7 +45,6 @@ TRAIN_MODULES = (
     "tokenize trace traceback types typing unittest urllib uuid warnings wave weakref xml zipfile zipimport"
 ).split()
 HELD_OUT_MODULES = "bdb cgitb code colorsys compileall concurrent graphlib inspect netrc pydoc symtable tabnanny".split()
-SEPARATOR = b"\n\x00\n"
 
 
 def docstrings(module_names) -> str:
@@ -69,7 +70,7 @@ def docstrings(module_names) -> str:
             if doc and len(doc) > 40 and doc not in seen:
                 seen.add(doc)
                 texts.append(doc)
-    return "\n\x00\n".join(texts)
+    return "\n\x00\n".join(texts)  # a NUL byte between docstrings
 
 
 def windows(data: torch.Tensor, length: int, stride: int) -> torch.Tensor:
@@ -112,7 +113,7 @@ def token_uncertainty(bnn, ids: torch.Tensor, n_samples: int, batch: int = 64):
     return torch.cat(entropy)[:, :-1], torch.cat(mutual)[:, :-1]
 
 
-def plot(out: Path, real, shuffled, text_real: bytes, text_shuffled: bytes) -> Path:
+def plot(out: Path, real, shuffled, text_real: bytes) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,15 +152,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--init-scale", type=float, default=2e-3,
+                        help="initial posterior std of every weight (GPT-2 initialises weights with std 0.02)")
     parser.add_argument("--samples", type=int, default=20, help="weight draws per held-out window")
     parser.add_argument("--eval-windows", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="a small model, 150 steps: under a minute")
+    parser.add_argument("--quick", action="store_true", help="a small model, 150 steps: about 20 s of CPU time")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.width, args.layers, args.seq, args.samples, args.eval_windows = 150, 64, 2, 64, 10, 32
     torch.manual_seed(args.seed)
-    random.seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
 
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -177,7 +179,7 @@ def main() -> None:
     model = GPT2LMHeadModel(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mode="auto" warns when it falls back to another route; the report says
-        bnn = autobayes.bayesify(model, posterior="gaussian", init_scale=1e-2, prior_scale=1.0,
+        bnn = autobayes.bayesify(model, posterior="gaussian", forward="sample", init_scale=args.init_scale,
                                  example_inputs={"input_ids": train_rows[:2], "use_cache": False})
     report = bnn.bayes_report
     print(f"bayesify: mode={report.mode}, {report.n_params_converted} of {report.n_params_total} parameters "
@@ -206,7 +208,7 @@ def main() -> None:
     shuffled_rows = scrambled(held_rows, args.seed + 1)
     real = token_uncertainty(bnn, held_rows, args.samples)
     shuffled = token_uncertainty(bnn, shuffled_rows, args.samples)
-    path = plot(args.out, real, shuffled, bytes(held_rows[0].tolist()), bytes(shuffled_rows[0].tolist()))
+    path = plot(args.out, real, shuffled, bytes(held_rows[0].tolist()))
     (h_r, mi_r), (h_s, mi_s) = real, shuffled
     print(f"held-out tokens, {args.samples} weight draws ({len(held_rows)} windows of {args.seq} bytes):")
     print(f"  real docstrings:     entropy {h_r.mean():.3f} nats  mutual information {mi_r.mean():.4f} nats")
