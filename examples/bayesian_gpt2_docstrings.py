@@ -1,7 +1,7 @@
 """A Bayesian GPT-2-style language model trained on the Python standard library's docstrings.
 
     python examples/bayesian_gpt2_docstrings.py --quick          # about 20 s of CPU time (150 small steps)
-    python examples/bayesian_gpt2_docstrings.py                  # 600 steps: a few minutes
+    python examples/bayesian_gpt2_docstrings.py                  # 1500 steps: 2-3 minutes of CPU time
 
 Real text that exists offline and that nobody here wrote: the docstrings of a fixed list of standard-library
 modules and of their public classes and functions (``inspect.getdoc``; they vary a little between Python
@@ -146,7 +146,7 @@ def plot(out: Path, real, shuffled, text_real: bytes) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/gpt2_docstrings"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
