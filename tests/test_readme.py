@@ -35,6 +35,9 @@ NOT_RUN = {
     "OMP_NUM_THREADS=1 pytest": "runs this test suite",
     "python benchmarks/import_time.py": "a benchmark against another checkout of the repository",
     "python benchmarks/quality.py": "the quality benchmark (minutes); tests/test_quality_benchmark.py runs --quick",
+    "autobayes convert gpt2_dir/": "needs a save_pretrained folder of a transformers model (tests/test_hf_io.py "
+                                   "converts one written from a small config)",
+    "autobayes inspect gpt2_dir/": "the same save_pretrained folder (tests/test_hf_io.py inspects one)",
 }
 
 
