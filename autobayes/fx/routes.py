@@ -68,9 +68,12 @@ def try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: Conve
 
 
 def warn_fallback(failure: TraceFailure, route: str, export_failure: Optional[str]) -> None:
-    """The one warning of an ``auto`` conversion that fx could not trace: why, and which route converted it."""
-    how = {"export": "the forward captured with torch.export, posterior reads rewritten, KL threaded",
-           "swap": "layers swapped in place, KL collected per forward"}[route]
+    """The one warning of an ``auto`` conversion that fx could not trace and that fell back to swap mode: why, and
+    the fixes. A model the capture route converted gets no warning -- it has a rewritten graph like an fx-mode one
+    (every transformers 5 model takes that route) -- and its report's notes say why fx was not taken."""
+    if route == "export":
+        return
+    how = "layers swapped in place, KL collected per forward"
     graph_fixes = [f for f in failure.fixes() if "mode='swap'" not in f]
     hint = (f" To use the fx graph route instead: {'; '.join(graph_fixes)}" if graph_fixes
             else f" Pass mode={route!r} to convert this way without the warning.")
