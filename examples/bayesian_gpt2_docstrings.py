@@ -20,7 +20,7 @@ texts): the predictive entropy ``H[mean_s p_s]`` and the mutual information ``H[
 shuffled. The plot (``token_uncertainty.png`` in ``--out``, its path printed) shows both along a snippet and
 their distributions; the summary prints the means.
 
-Measured (Python 3.12, torch 2.14.1, transformers 5.24, one thread of a shared 2-core CPU, 2026-11-30): the
+Measured (Python 3.11, torch 2.14.1, transformers 5.24, one thread of a shared 2-core CPU, 2026-11-30): the
 model converts by the capture route (``mode=export``): its 8 ``Conv1D`` matrices and the output head, tied to
 the input embedding (one shared posterior), are Bayesian, 115,840 of 124,672 parameters. The default run took
 168 s; the posterior-mean model reaches 2.84 bits/byte on the held-out docstrings (6.29 on the shuffled text);
