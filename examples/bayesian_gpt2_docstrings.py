@@ -1,7 +1,7 @@
 """A Bayesian GPT-2-style language model trained on the Python standard library's docstrings.
 
     python examples/bayesian_gpt2_docstrings.py --quick          # about 20 s of CPU time (150 small steps)
-    python examples/bayesian_gpt2_docstrings.py                  # 1500 steps: 2-3 minutes of CPU time
+    python examples/bayesian_gpt2_docstrings.py                  # 1500 steps: about 3 minutes of CPU time
 
 Real text that exists offline and that nobody here wrote: the docstrings of a fixed list of standard-library
 modules and of their public classes and functions (``inspect.getdoc``; they vary a little between Python
@@ -13,11 +13,20 @@ variational inference: the loss is :class:`autobayes.losses.CategoricalELBO` (pe
 tokens, plus ``beta * KL / N`` with ``N`` the number of training sequences; ``beta`` warms up linearly,
 :class:`autobayes.schedules.LinearWarmupBeta`).
 
-Held-out docstrings (other modules than the training ones) are then scored token by token, with Monte Carlo
-draws of the weights: the predictive entropy ``H[mean_s p_s]`` and the mutual information
-``H[mean_s p_s] - mean_s H[p_s]`` (the part of the entropy due to the weights' uncertainty), against the same
-windows with their characters shuffled. The plot (``token_uncertainty.png`` in ``--out``) shows both along a
-snippet and their distributions; the summary prints the means.
+Held-out docstrings (other modules than the training ones) are then scored token by token by
+:func:`autobayes.predict` (Monte Carlo draws of the weights, the same ``seed`` and so the same draws for both
+texts): the predictive entropy ``H[mean_s p_s]`` and the mutual information ``H[mean_s p_s] - mean_s H[p_s]``
+(the part of the entropy due to the weights' uncertainty), against the same windows with their characters
+shuffled. The plot (``token_uncertainty.png`` in ``--out``, its path printed) shows both along a snippet and
+their distributions; the summary prints the means.
+
+Measured (Python 3.11, torch 2.14.1, transformers 5.24, one thread of a shared 2-core CPU, 2026-11-30): the
+model converts by the capture route (``mode=export``): its 8 ``Conv1D`` matrices and the output head, tied to
+the input embedding (one shared posterior), are Bayesian, 115,840 of 124,672 parameters. The default run took
+168 s; the posterior-mean model reaches 2.84 bits/byte on the held-out docstrings (6.29 on the shuffled text);
+with 20 draws the mean per-token entropy is 2.09 nats on real text and 2.32 shuffled (x1.11), the mutual
+information 0.0022 and 0.0027 nats (x1.22). ``--quick`` (19 s) barely leaves the byte frequencies: entropy
+3.17 and 3.18 nats, mutual information 0.0002 for both.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import inspect
 import math
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -89,28 +99,29 @@ def scrambled(rows: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.stack([r[torch.randperm(len(r), generator=g)] for r in rows])
 
 
-@torch.no_grad()
-def token_uncertainty(bnn, ids: torch.Tensor, n_samples: int, batch: int = 64):
+def token_uncertainty(bnn, ids: torch.Tensor, n_samples: int, seed: int, batch: int = 64):
     """Per-token predictive entropy and mutual information from ``n_samples`` weight draws, in nats.
 
-    A short local helper (``autobayes.predict`` summarises ``(batch, classes)`` logits): the softmax of each
-    draw, ``H[mean p]`` and ``H[mean p] - mean H[p]``. The prediction at position ``t`` is for token ``t + 1``.
+    :func:`autobayes.predict` on ``(N, T, V)`` logits gives a per-token :class:`autobayes.TokenSummary`; with
+    ``seed`` the ``s``-th draw of the weights is the same for every batch and call, so real and shuffled text
+    are scored by the same ``n_samples`` models (as :func:`autobayes.score_ood` does). The prediction at
+    position ``t`` is for token ``t + 1``; the last position predicts past the window and is dropped.
     """
+    batches = [{"input_ids": chunk, "use_cache": False} for chunk in ids.split(batch)]
+    summary = autobayes.predict(bnn, batches, n_samples, seed=seed, progress=False)
+    return summary.predictive_entropy[:, :-1], summary.mutual_information[:, :-1]
+
+
+@torch.no_grad()
+def bits_per_byte(bnn, ids: torch.Tensor, batch: int = 64) -> float:
+    """Next-byte cross-entropy of the posterior-mean model on the rows ``ids``, in bits per byte."""
     bnn.eval()
-    entropy, mutual = [], []
-    with autobayes.kl_disabled(bnn):
+    total = 0.0
+    with autobayes.use_mean(bnn), autobayes.kl_disabled(bnn):
         for chunk in ids.split(batch):
-            mean_p = torch.zeros(*chunk.shape, 256)
-            mean_h = torch.zeros(chunk.shape)
-            for _ in range(n_samples):
-                logp = bnn(input_ids=chunk, use_cache=False).output.logits.log_softmax(-1)
-                p = logp.exp()
-                mean_p += p / n_samples
-                mean_h -= (p * logp).sum(-1) / n_samples
-            h = -(mean_p * mean_p.clamp_min(1e-12).log()).sum(-1)
-            entropy.append(h)
-            mutual.append((h - mean_h).clamp_min(0))
-    return torch.cat(entropy)[:, :-1], torch.cat(mutual)[:, :-1]
+            logits = bnn(input_ids=chunk[:, :-1], use_cache=False).output.logits
+            total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="sum").item()
+    return total / ids[:, 1:].numel() / math.log(2)
 
 
 def plot(out: Path, real, shuffled, text_real: bytes) -> Path:
@@ -161,6 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.width, args.layers, args.seq, args.samples, args.eval_windows = 150, 64, 2, 64, 10, 32
+    begin = time.perf_counter()
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -184,6 +196,10 @@ def main() -> None:
     report = bnn.bayes_report
     print(f"bayesify: mode={report.mode}, {report.n_params_converted} of {report.n_params_total} parameters "
           f"Bayesian ({len(report.converted)} layers)")
+    kinds = Counter(f"{r.type} ({r.how})" for r in report.converted)
+    print("  Bayesian: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
+    for tie in report.ties:
+        print(f"  tie: {' = '.join(tie.names)}: {tie.decision}")
 
     criterion = CategoricalELBO(num_data=len(train_rows))
     schedule = LinearWarmupBeta(warmup_steps=max(1, args.steps // 3))
@@ -206,14 +222,17 @@ def main() -> None:
                   f"beta {terms.beta:.2f}  {time.perf_counter() - start:6.1f} s")
 
     shuffled_rows = scrambled(held_rows, args.seed + 1)
-    real = token_uncertainty(bnn, held_rows, args.samples)
-    shuffled = token_uncertainty(bnn, shuffled_rows, args.samples)
+    real = token_uncertainty(bnn, held_rows, args.samples, seed=args.seed)
+    shuffled = token_uncertainty(bnn, shuffled_rows, args.samples, seed=args.seed)
     path = plot(args.out, real, shuffled, bytes(held_rows[0].tolist()))
     (h_r, mi_r), (h_s, mi_s) = real, shuffled
     print(f"held-out tokens, {args.samples} weight draws ({len(held_rows)} windows of {args.seq} bytes):")
     print(f"  real docstrings:     entropy {h_r.mean():.3f} nats  mutual information {mi_r.mean():.4f} nats")
     print(f"  characters shuffled: entropy {h_s.mean():.3f} nats  mutual information {mi_s.mean():.4f} nats")
     print(f"  shuffled / real:     entropy x{h_s.mean() / h_r.mean():.2f}  mutual information x{mi_s.mean() / mi_r.mean():.2f}")
+    print(f"held-out bits/byte (posterior mean): real {bits_per_byte(bnn, held_rows):.3f}, "
+          f"shuffled {bits_per_byte(bnn, shuffled_rows):.3f}")
+    print(f"{time.perf_counter() - begin:.0f} s in all (text, conversion, training, scoring)")
     print(f"wrote {path}")
 
 
