@@ -10,7 +10,9 @@ import json
 import resource
 import subprocess
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
 
 
 def peak_rss_mb() -> float:
@@ -42,3 +44,23 @@ def report_ratio(name: str, num: Optional[float], den: Optional[float], target: 
     r = num / den
     ok = r >= target if higher_is_better else r <= target
     print(f"  {name:64s} {r:8.2f}   target {'>=' if higher_is_better else '<='} {target:g}   {'OK' if ok else 'MISS'}")
+
+
+def cross_entropy_step(optimizer: torch.optim.Optimizer, forward: Callable[[], Tuple[torch.Tensor, Optional[torch.Tensor]]],
+                       targets: torch.Tensor, num_data: int, device: str) -> Callable[[], None]:
+    """One training step as a closure: ``forward()`` returns ``(logits, kl)`` (``kl`` is ``None`` for a deterministic
+    model), the loss is the cross-entropy (logits flattened to ``(-1, classes)``) plus ``kl / num_data``; on CUDA the
+    step ends with a synchronisation, so that timing it times the work."""
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        logits, kl = forward()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if kl is not None:
+            loss = loss + kl / num_data
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return step

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import report_ratio  # noqa: E402
+from _harness import cross_entropy_step, report_ratio  # noqa: E402
 
 NUM_DATA = 100_000  # the N of the ELBO
 
@@ -46,19 +46,11 @@ def make_step(model, bayesian: bool, tokens, device):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = tokens[:, :-1], tokens[:, 1:]
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def forward():
         out = model(x)
-        logits, kl = (out.output, out.kl) if bayesian else (out, None)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        if kl is not None:
-            loss = loss + kl / NUM_DATA
-        loss.backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        return (out.output, out.kl) if bayesian else (out, None)
 
-    return step
+    return cross_entropy_step(opt, forward, y, NUM_DATA, device)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import peak_rss_mb, report_ratio, run_worker  # noqa: E402
+from _harness import cross_entropy_step, peak_rss_mb, report_ratio, run_worker  # noqa: E402
 
 NUM_DATA = 50_000  # the N of the ELBO (a CIFAR-sized training set)
 
@@ -62,16 +62,7 @@ def worker(kind, posterior, forward, kl, n_mc, batch, size, device, reps, arch="
     x = torch.randn(int(batch), 3, int(size), int(size), device=device)
     y = torch.randint(0, 10, (int(batch),), device=device)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out, kl_term = split(net(x))
-        loss = torch.nn.functional.cross_entropy(out, y)
-        if kl_term is not None:
-            loss = loss + kl_term / NUM_DATA
-        loss.backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+    step = cross_entropy_step(opt, lambda: split(net(x)), y, NUM_DATA, device)
 
     if device == "cuda":
         torch.cuda.synchronize()

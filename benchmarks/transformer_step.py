@@ -37,7 +37,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import peak_rss_mb, report_ratio, run_worker  # noqa: E402
+from _harness import cross_entropy_step, peak_rss_mb, report_ratio, run_worker  # noqa: E402
 
 NUM_DATA = 10_000  # the N of the ELBO: training sequences
 
@@ -73,17 +73,11 @@ def worker(kind, forward, n_mc, mode, batch, seq, device, reps, gpt2_small, widt
     ids = torch.randint(0, n_vocab, (batch, seq + 1), device=device)
     x, y = ids[:, :-1], ids[:, 1:]
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def forward():
         out = model(input_ids=x, use_cache=False)
-        logits, kl = (out.output.logits, out.kl) if kind != "deterministic" else (out.logits, None)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_vocab), y.reshape(-1))
-        if kl is not None:
-            loss = loss + kl / NUM_DATA
-        loss.backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        return (out.output.logits, out.kl) if kind != "deterministic" else (out.logits, None)
+
+    step = cross_entropy_step(opt, forward, y, NUM_DATA, device)
 
     if device == "cuda":
         torch.cuda.synchronize()
