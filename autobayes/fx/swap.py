@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from ..hf.inputs import example_inputs, is_hf_model
 from ..nn import BayesLayer, BayesParameter
 from .convert import mapped_base
 from .derive import new_derived as _rebuild  # noqa: F401  (pickles written by 0.1.0 name autobayes.fx.swap._rebuild)
@@ -148,10 +149,6 @@ def swap_example_inputs(model: nn.Module, inputs: Optional[Tuple[tuple, Dict[str
     Face model ``autobayes.hf.example_inputs(model)`` (keyword inputs built from its config), else ``None``."""
     if inputs is not None:
         return inputs
-    try:
-        from ..hf import example_inputs, is_hf_model
-    except ImportError:  # autobayes.hf is optional here
-        return None
     if not is_hf_model(model):
         return None
     try:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .inputs import is_hf_model
 
 __all__ = ["HF_PREFIX", "is_hf_folder", "load_pretrained", "build_from_config", "hf_spec", "build_from_spec",
            "folder_summary", "summary_lines"]
@@ -128,11 +129,6 @@ def build_from_config(cls: type, config: Mapping[str, Any],
     return model.eval()
 
 
-def _is_transformers_model(model: nn.Module) -> bool:
-    transformers = sys.modules.get("transformers")
-    return transformers is not None and isinstance(model, getattr(transformers, "PreTrainedModel", ()))
-
-
 def hf_spec(model: nn.Module) -> Optional[Dict[str, Any]]:
     """The checkpoint spec of a ``transformers`` model (``None`` for any other network).
 
@@ -143,7 +139,7 @@ def hf_spec(model: nn.Module) -> Optional[Dict[str, Any]]:
         >>> hf_spec(bnn)["arch"]  # doctest: +SKIP
         'transformers:GPT2LMHeadModel'
     """
-    if not _is_transformers_model(model):
+    if not is_hf_model(model):
         return None
     transformers = sys.modules["transformers"]
     cls = next((c for c in type(model).__mro__ if getattr(transformers, c.__name__, None) is c), None)
