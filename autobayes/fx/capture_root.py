@@ -25,14 +25,14 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..config import BayesConfig
-from ..nn import get_default_mappings
 from ..nn.parameter import shared_draws
 from .capture import Captured, export_forward, flatten_inputs, functional_weights, specialised_note, structure_key
 from .capture_graph import CAPTURING, CONSTANT_PREFIX, capture_converted
-from .convert import convert_modules
+from .convert import convert_modules, mapped_base
 from .derive import ROOTS, base_class, set_class, strip_state
 from .report import ConversionReport
 from .runtime import USED, BayesOutput, kl_units, total_kl
+from .swap import hook_kl_units
 from .tracer import leaf_ancestors
 
 __all__ = ["ExportRoot", "build_export", "CAPTURED", "CaptureFailure"]
@@ -56,17 +56,12 @@ class CaptureFailure(Exception):
         self.error = error
 
 
-def _mark_used(module: nn.Module, args: Any) -> None:
-    # the forward pre-hook of every KL unit in the eager fallback; pickled by qualified name: keep it here
-    module.__dict__[USED] = True
-
-
 def _eager(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> BayesOutput:
     """The model's own forward over the converted modules, with the KL of the units it called."""
-    units = list(kl_units(root).values())
-    if not root.__dict__.get(_HOOKED):
-        for m in units:
-            m.register_forward_pre_hook(_mark_used)
+    if root.__dict__.get(_HOOKED):
+        units = list(kl_units(root).values())
+    else:
+        units = hook_kl_units(root)
         root.__dict__[_HOOKED] = True
     for m in units:
         m.__dict__[USED] = False
@@ -164,11 +159,6 @@ ROOTS["export"] = ExportRoot
 # ---------------------------------------------------------------------------------------------------------------
 # the build step of bayesify(mode="export")
 # ---------------------------------------------------------------------------------------------------------------
-def _is_layer(module: nn.Module) -> bool:
-    base = base_class(module)
-    return any(issubclass(base, t) for t in get_default_mappings())
-
-
 def analyse(model: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """Capture the deterministic ``model``; returns ``{"functional": ..., "notes": [...], "seconds": s}``.
 
@@ -181,7 +171,7 @@ def analyse(model: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Di
     except Exception as err:  # noqa: BLE001 - reported by the caller (fallback or error)
         raise CaptureFailure("model", err) from err
     graph = program.module().graph
-    return {"functional": functional_weights(model, graph, _is_layer), "notes": notes,
+    return {"functional": functional_weights(model, graph, lambda m: mapped_base(m) is not None), "notes": notes,
             "seconds": time.perf_counter() - start}
 
 

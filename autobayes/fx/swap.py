@@ -32,7 +32,7 @@ from .rewrite import WEIGHT_OPS
 from .runtime import USED, kl_units
 from .runtime import total_kl  # noqa: F401  (the forward code pickled by 0.1.0 imports it from here)
 
-__all__ = ["make_swap_root", "record_functional_weights", "swap_example_inputs"]
+__all__ = ["make_swap_root", "hook_kl_units", "record_functional_weights", "swap_example_inputs"]
 
 _WEIGHT_METHODS = tuple(getattr(torch.Tensor, n) for n in
                         ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "addmm", "baddbmm", "addmv"))
@@ -49,10 +49,18 @@ def make_swap_root(model: nn.Module) -> None:
     Example:
         >>> bnn = autobayes.bayesify(model, mode="swap")  # calls it; bnn(x) returns BayesOutput(output, kl)
     """
-    for m in kl_units(model).values():
+    hook_kl_units(model)
+    set_class(model, root="swap")
+
+
+def hook_kl_units(model: nn.Module) -> List[nn.Module]:
+    """Give every KL unit of ``model`` the forward pre-hook that marks it as called (``USED``); returns the units.
+    The swap-mode root and the capture route's eager fallback collect the KL of the units a forward called."""
+    units = list(kl_units(model).values())
+    for m in units:
         m.__dict__[USED] = False
         m.register_forward_pre_hook(_mark_used)
-    set_class(model, root="swap")
+    return units
 
 
 class _WeightRecorder(TorchFunctionMode):
