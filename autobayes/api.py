@@ -18,7 +18,7 @@ from .fx.convert import convert_modules
 from .fx.report import ConversionReport
 from .fx.routes import build_swap, try_export, warn_fallback
 from .fx.rewrite import install_fx_root, rewrite_graph
-from .fx.runtime import KL_DISABLED, BayesOutput
+from .fx.runtime import BayesOutput, kl_disabled
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
@@ -297,25 +297,6 @@ def use_mean(bnn: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     finally:
         for p, value in zip(params, previous):
             p.use_mean = value
-
-
-@contextlib.contextmanager
-def kl_disabled(bnn: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block the KL is neither computed nor added: ``kl`` is returned as 0 (cheap evaluation).
-
-    Example:
-        >>> with torch.no_grad(), autobayes.kl_disabled(bnn):
-        ...     probs = torch.stack([bnn(x).output.softmax(-1) for _ in range(10)]).mean(0)
-    """
-    modules = [m for m in bnn.modules() if isinstance(m, (BayesLayer, BayesParameter))]
-    previous = [m.__dict__.get(KL_DISABLED, False) for m in modules]
-    try:
-        for m in modules:
-            m.__dict__[KL_DISABLED] = True
-        yield bnn
-    finally:
-        for m, value in zip(modules, previous):
-            m.__dict__[KL_DISABLED] = value
 
 
 # ---------------------------------------------------------------------------------------------------------------

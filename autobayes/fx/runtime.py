@@ -12,7 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, NamedTuple
+import contextlib
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ __all__ = [
     "kl_of",
     "total_kl",
     "sum_kl",
+    "kl_disabled",
     "KL_DISABLED",
     "USED",
     "FORWARD_CODE",
@@ -132,3 +134,22 @@ def _kl_in_float32(device_type: str, compute: Callable[[], Tensor]) -> Tensor:
         with torch.autocast(device_type, enabled=False):
             return at_least_float32(compute())
     return at_least_float32(compute())
+
+
+@contextlib.contextmanager
+def kl_disabled(bnn: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the KL is neither computed nor added: ``kl`` is returned as 0 (cheap evaluation).
+
+    Example:
+        >>> with torch.no_grad(), autobayes.kl_disabled(bnn):
+        ...     probs = torch.stack([bnn(x).output.softmax(-1) for _ in range(10)]).mean(0)
+    """
+    modules = [m for m in bnn.modules() if isinstance(m, (BayesLayer, BayesParameter))]
+    previous = [m.__dict__.get(KL_DISABLED, False) for m in modules]
+    try:
+        for m in modules:
+            m.__dict__[KL_DISABLED] = True
+        yield bnn
+    finally:
+        for m, value in zip(modules, previous):
+            m.__dict__[KL_DISABLED] = value

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fx.runtime import BASE_CLASS, KL_DISABLED, BayesOutput
-from ..nn.base import BayesLayer
+from ..fx.runtime import BASE_CLASS, BayesOutput, kl_disabled
 from ..nn.parameter import BayesParameter
 
 __all__ = ["GenerateRoot", "one_draw", "can_generate"]
@@ -89,17 +88,12 @@ def _output_only(model: nn.Module) -> Iterator[None]:
         return out.output if isinstance(out, BayesOutput) else out  # (a graph capture runs the plain forward)
 
     forward.__signature__ = inspect.signature(base.forward.__get__(model))  # bound: no `self`, as model.forward's
-    units = [m for m in model.modules() if isinstance(m, (BayesLayer, BayesParameter))]  # as autobayes.kl_disabled
-    previous = [m.__dict__.get(KL_DISABLED, False) for m in units]
     model.__dict__["forward"] = forward
     try:
-        for m in units:
-            m.__dict__[KL_DISABLED] = True
-        yield
+        with kl_disabled(model):
+            yield
     finally:
         del model.__dict__["forward"]
-        for m, value in zip(units, previous):
-            m.__dict__[KL_DISABLED] = value
 
 
 class GenerateRoot:
