@@ -22,14 +22,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from typing import Any, Iterator, List
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..fx.runtime import BASE_CLASS, BayesOutput, kl_disabled
-from ..nn.parameter import BayesParameter
+from ..nn.parameter import seeded_draws
 
 __all__ = ["GenerateRoot", "one_draw", "can_generate"]
 
@@ -38,14 +37,6 @@ def can_generate(cls: type) -> bool:
     """Whether ``cls`` has ``transformers``' ``GenerationMixin`` among its bases (checked by name: nothing is
     imported)."""
     return any(c.__name__ == "GenerationMixin" and c.__module__.startswith("transformers.") for c in cls.__mro__)
-
-
-def _seeds(n: int) -> List[int]:
-    """``n`` independent 63-bit seeds from one draw of torch's global generator (``torch.manual_seed`` makes a
-    call reproducible), spawned with numpy's ``SeedSequence``."""
-    root = int(torch.randint(0, 2**62, ()).item())
-    return [int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-            for child in np.random.SeedSequence(root).spawn(n)]
 
 
 @contextlib.contextmanager
@@ -60,17 +51,14 @@ def one_draw(model: nn.Module) -> Iterator[nn.Module]:
         >>> with torch.no_grad(), one_draw(bnn):  # doctest: +SKIP
         ...     a, b = bnn(x).output, bnn(x).output  # the same network twice: a equals b
     """
-    params = [m for m in model.modules() if isinstance(m, BayesParameter) and m.draw_seed is None]
     local = [m for m in model.modules() if getattr(m, "forward_mode", None) == "local"]
+    entropy = int(torch.randint(0, 2**62, ()).item())  # torch.manual_seed makes a call reproducible
     try:
-        for param, seed in zip(params, _seeds(len(params))):
-            param.draw_seed = seed
         for layer in local:
             layer.forward_mode = "sample"
-        yield model
+        with seeded_draws(model, entropy, unseeded_only=True):
+            yield model
     finally:
-        for param in params:
-            param.draw_seed = None
         for layer in local:
             layer.forward_mode = "local"
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -15,7 +17,7 @@ from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 
-__all__ = ["BayesParameter", "cached_scales", "shared_draws", "initial_log_var"]
+__all__ = ["BayesParameter", "cached_scales", "shared_draws", "seeded_draws", "spawn_seeds", "initial_log_var"]
 
 _MIN_SCALE = 1e-8
 #: The default range of the log of a tensor's total initial posterior variance (see :func:`initial_log_var`).
@@ -255,3 +257,39 @@ def initial_log_var(mean: Tensor, config: BayesConfig, second_moment: float, *, 
     else:
         low, high = config.init_log_var
     return torch.empty_like(mean).uniform_(low - shift, high - shift)
+
+
+@functools.lru_cache(maxsize=4096)
+def spawn_seeds(entropy: Union[int, Tuple[int, ...]], n: int) -> Tuple[int, ...]:
+    """``n`` independent 63-bit seeds spawned from ``entropy`` with numpy's ``SeedSequence`` (cached: Monte Carlo
+    prediction asks for the same ones at every batch).
+
+    Example:
+        >>> spawn_seeds((0, 1), 2) == spawn_seeds((0, 1), 2)
+        True
+    """
+    entropy = list(entropy) if isinstance(entropy, tuple) else entropy
+    return tuple(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+                 for child in np.random.SeedSequence(entropy).spawn(n))
+
+
+@contextlib.contextmanager
+def seeded_draws(model: nn.Module, entropy: Union[int, Sequence[int]], *, unseeded_only: bool = False) -> Iterator[None]:
+    """Inside the block every :class:`BayesParameter` of ``model`` draws from a seed of its own, spawned from
+    ``entropy`` (:func:`spawn_seeds`): the same weights at every forward; the seeds are cleared on exit.
+    ``unseeded_only`` leaves parameters that have a seed already (and clears only those it set).
+
+    Example:
+        >>> with torch.no_grad(), seeded_draws(bnn, (0, 3)):  # doctest: +SKIP
+        ...     a, b = bnn(x).output, bnn(x).output  # the same network twice
+    """
+    params = [m for m in model.modules()
+              if isinstance(m, BayesParameter) and not (unseeded_only and m.draw_seed is not None)]
+    key = tuple(entropy) if isinstance(entropy, (list, tuple)) else entropy
+    for param, seed in zip(params, spawn_seeds(key, len(params))):
+        param.draw_seed = seed
+    try:
+        yield
+    finally:
+        for param in params:
+            param.draw_seed = None

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import warnings
 from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -171,23 +169,10 @@ def _shared_draws(model: nn.Module, seed: Optional[int], index: int):
     if seed is None:
         yield
         return
-    from ..nn.parameter import BayesParameter
+    from ..nn.parameter import seeded_draws
 
-    params = [m for m in model.modules() if isinstance(m, BayesParameter)]
-    for param, draw_seed in zip(params, _draw_seeds(seed, index, len(params))):
-        param.draw_seed = draw_seed
-    try:
+    with seeded_draws(model, (seed, index)):
         yield
-    finally:
-        for param in params:
-            param.draw_seed = None
-
-
-@functools.lru_cache(maxsize=4096)
-def _draw_seeds(seed: int, index: int, n: int) -> Tuple[int, ...]:
-    """``n`` independent 63-bit seeds for the ``index``-th sample (numpy's ``SeedSequence`` spawning)."""
-    return tuple(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-                 for child in np.random.SeedSequence([seed, index]).spawn(n))
 
 
 def _cached_scales(model: nn.Module):
