@@ -28,6 +28,17 @@ from .metrics import (
     rmse,
 )
 from .schedules import BETA_SCHEDULES, get_beta_schedule
+from .calibration import (
+    ConformalClassifier,
+    ConformalRegressor,
+    CoverageReport,
+    TemperatureScaler,
+    conformal_classifier,
+    conformal_quantile,
+    conformal_regressor,
+    coverage_range,
+    fit_temperature,
+)
 from .data import DatasetInfo, load_dataset
 from .models import build_model
 from .training import TrainResult, train
@@ -150,4 +161,14 @@ __all__ = [
     "gaussian_nll",
     "rmse",
     "interval_coverage",
+    # post-hoc calibration: temperature scaling, conformal sets and intervals
+    "fit_temperature",
+    "TemperatureScaler",
+    "conformal_classifier",
+    "conformal_regressor",
+    "ConformalClassifier",
+    "ConformalRegressor",
+    "CoverageReport",
+    "conformal_quantile",
+    "coverage_range",
 ]

@@ -30,6 +30,9 @@ PUBLIC_API = [
     "TokenSummary", "token_summary", "score_ood", "OODScores",
     "accuracy", "nll", "brier_score", "expected_calibration_error", "reliability_table", "auroc",
     "confidence_curve", "gaussian_nll", "rmse", "interval_coverage",
+    # post-hoc calibration: temperature scaling, conformal sets and intervals
+    "fit_temperature", "TemperatureScaler", "conformal_classifier", "conformal_regressor", "ConformalClassifier",
+    "ConformalRegressor", "CoverageReport", "conformal_quantile", "coverage_range",
 ]
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
+from .calibration import (add_calibration_options, calibrate_classifier, calibrate_regressor, calibration_table,
+                          check_calibration_options)
 from .common import add_runtime_options, device_from_args, formatter, positive, refuse_text_checkpoint
 from .regression import check_noise_variance
 
@@ -22,6 +24,7 @@ examples:
   autobayes evaluate digits_bnn.safetensors --data digits --n-samples 100 --out runs/eval
   autobayes evaluate runs/digits/best.safetensors --out runs/digits/eval   # the data set it was trained on
   autobayes evaluate cifar_bnn.safetensors --data cifar10 --data-root ./data --ood-data svhn --out runs/ood
+  autobayes evaluate runs/digits/best.safetensors --calibrate 0.5 --conformal 0.1 --out runs/digits/calibrated
 
 Writes under --out: metrics.json (accuracy, NLL, Brier score, ECE, mean entropy and mutual information; with
 --ood-data the AUROC of mutual information and of predictive entropy), predictions.csv (one row per example),
@@ -30,7 +33,10 @@ validation split (the official test split of torchvision sets): by default the d
 the checkpoint by `autobayes train`. Images are prepared as the checkpoint records (channels, size and, for
 imagefolder:PATH data, its normalisation). A regression checkpoint (e.g. trained on diabetes) gets RMSE, MAE,
 R^2, Gaussian NLL and interval coverage in the targets' original units (plus RMSE and NLL of the
-standardised targets, as in the training log) and the two first files only. Existing files need --force."""
+standardised targets, as in the training log) and the two first files only. With --calibrate / --conformal,
+metrics.json also holds "calibration" (the temperature; NLL, ECE and Brier score before and after) and
+"conformal" (coverage and mean set size or interval width), measured on the examples not calibrated on.
+Existing files need --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,6 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--noise-variance", type=float, default=None, metavar="V",
                         help="regression: the likelihood's noise variance, standardised units (default: the stored one)")
     add_runtime_options(parser)
+    add_calibration_options(parser)
     return parser
 
 
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     positive(args.batch_size, "--batch-size")
     positive(args.bins, "--bins")
     check_noise_variance(args.noise_variance)
+    check_calibration_options(args)
     device = device_from_args(args)
     refuse_text_checkpoint(args.checkpoint, "evaluate")
     if args.out.exists() and not args.out.is_dir():
@@ -193,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             ood_auroc_predictive_entropy=ood.auroc_predictive_entropy,
             ood_mean_mutual_information=float(ood.out_of_distribution.mutual_information.double().mean()),
         )
+    results.update(calibrate_classifier(args, probs, labels))
 
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_output(targets["metrics.json"], overwrite=args.force) as tmp:
@@ -209,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
                 ood.in_distribution.mutual_information, ood.out_of_distribution.mutual_information, tmp,
                 labels=(args.data, args.ood_data), score_name="mutual information (nats)",
             )
-    print(_table(results))
+    print("\n".join(filter(None, [_table(results), calibration_table(results)])))
     print(f"wrote {', '.join(names)} to {args.out}")
     return 0
 
@@ -297,12 +306,13 @@ def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> i
         "rmse_standardised": metrics.rmse(m_std, y_std),
         "nll_standardised": metrics.gaussian_nll(m_std, var / scaling[1] ** 2, y_std) if positive_var else None,
     }
+    results.update(calibrate_regressor(args, mean, std if positive_var else None, y))
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_output(targets["metrics.json"], overwrite=args.force) as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
     with atomic_output(targets["predictions.csv"], overwrite=args.force) as tmp:
         _write_regression_csv(tmp, y, pred, mean.shape)
-    print(_regression_table(results))
+    print("\n".join(filter(None, [_regression_table(results), calibration_table(results)])))
     print(f"wrote {', '.join(REGRESSION_FILES)} to {args.out}")
     return 0
 
