@@ -41,8 +41,10 @@ def test_conformal_quantile_is_the_finite_sample_rank():
     assert conformal_quantile(scores, 0.2) == 9.0    # k = ceil(8.8) = 9, where np.quantile(., 0.8) gives 8.2
     assert conformal_quantile(scores, 0.5) == 6.0    # k = ceil(5.5) = 6
     assert conformal_quantile(torch.ones(19), 0.1) == 1.0  # k = ceil(18.0) = 18 (no rounding up to 19)
-    assert conformal_quantile(scores, 0.05) == math.inf  # k = ceil(10.45) = 11 > 10: every class
-    cp = conformal_classifier(torch.full((5, 3), 1 / 3), torch.zeros(5, dtype=torch.long), alpha=0.1)
+    with pytest.warns(UserWarning, match="at least 19 examples"):
+        assert conformal_quantile(scores, 0.05) == math.inf  # k = ceil(10.45) = 11 > 10: every class
+    with pytest.warns(UserWarning, match="too few for alpha=0.1"):
+        cp = conformal_classifier(torch.full((5, 3), 1 / 3), torch.zeros(5, dtype=torch.long), alpha=0.1)
     assert cp.threshold == math.inf and bool(cp.predict_sets(torch.eye(3)).all())
     lo, hi = coverage_range(500, 0.1, 1000)
     law = stats.betabinom(1000, 451, 50)

@@ -19,6 +19,7 @@ the model is less sure).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -51,7 +52,15 @@ def conformal_quantile(scores: Any, alpha: float) -> float:
     if s.size == 0:
         raise ConfigError("conformal_quantile: got no calibration scores")
     k = _rank(s.size, alpha)
-    return float("inf") if k > s.size else float(torch.as_tensor(s).kthvalue(k).values)
+    if k > s.size:
+        warnings.warn(
+            f"conformal: {s.size} calibration examples are too few for alpha={alpha:g} (ceil((n + 1)(1 - alpha)) = "
+            f"{k} > n): the sets hold every class, the intervals are infinite; calibrate on at least "
+            f"{math.ceil(1 / alpha) - 1} examples",
+            stacklevel=2,
+        )
+        return float("inf")
+    return float(torch.as_tensor(s).kthvalue(k).values)
 
 
 def _rank(n: int, alpha: float) -> int:
@@ -161,7 +170,7 @@ class ConformalClassifier(JsonRecord):
                  seed: Optional[int] = None) -> CoverageReport:
         """Coverage and mean set size on test data (``labels``: default a summary's ``targets``)."""
         sets = self.predict_sets(predictions, logits=logits, seed=seed)
-        y = class_labels(labels, predictions, sets.shape[0], "evaluate")
+        y = class_labels(labels, predictions, tuple(sets.shape), "evaluate")
         sizes = sets.sum(1)
         return _report(sets[torch.arange(len(y)), y], sizes, self.alpha, self.n_calibration,
                        float((sizes == 0).double().mean()))
@@ -196,7 +205,7 @@ def conformal_classifier(predictions: Any, labels: Any = None, *, alpha: float =
     if score not in CLASSIFICATION_SCORES:
         raise ConfigError(f"score must be one of {CLASSIFICATION_SCORES}, got {score!r}; e.g. score='lac'")
     p = predictive_probs(predictions, logits, "conformal_classifier")
-    y = class_labels(labels, predictions, p.shape[0], "conformal_classifier")
+    y = class_labels(labels, predictions, tuple(p.shape), "conformal_classifier")
     scores = _class_scores(p, score, randomized, seed)[torch.arange(len(y)), y]
     return ConformalClassifier(conformal_quantile(scores, alpha), alpha, score, len(y), bool(randomized), logits)
 

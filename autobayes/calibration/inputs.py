@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..metrics import as_float
+from ..uncertainty.summaries import ClassificationSummary, RegressionSummary
 
 __all__ = ["predictive_probs", "log_predictive", "class_labels", "regression_inputs"]
 
@@ -26,7 +27,7 @@ def predictive_probs(predictions: Any, logits: bool = False, fn: str = "calibrat
         >>> predictive_probs(torch.zeros(4, 2, 3), logits=True)[0].tolist()
         [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
-    if hasattr(predictions, "predictive_entropy") and hasattr(predictions, "mean"):  # a ClassificationSummary
+    if isinstance(predictions, ClassificationSummary):
         predictions, logits = predictions.mean, False
     x = torch.as_tensor(as_float(predictions))
     if x.dim() not in (2, 3) or 0 in x.shape:
@@ -51,7 +52,7 @@ def log_predictive(predictions: Any, logits: bool = False, fn: str = "calibratio
         >>> log_predictive([[1.0, 0.0]]).tolist()
         [[0.0, -708.3964185322641]]
     """
-    if logits and not hasattr(predictions, "predictive_entropy"):
+    if logits and not isinstance(predictions, ClassificationSummary):
         x = torch.as_tensor(as_float(predictions))
         if x.dim() == 2 and 0 not in x.shape and torch.isfinite(x).all():
             return torch.log_softmax(x, dim=-1)
@@ -59,8 +60,10 @@ def log_predictive(predictions: Any, logits: bool = False, fn: str = "calibratio
     return p.clamp_min(torch.finfo(torch.float64).tiny).log()
 
 
-def class_labels(labels: Any, predictions: Any, n: int, fn: str) -> Tensor:
-    """``(N,)`` int64 labels: ``labels``, or a summary's ``targets`` when ``labels`` is None."""
+def class_labels(labels: Any, predictions: Any, shape: Tuple[int, int], fn: str) -> Tensor:
+    """``(N,)`` int64 labels in ``[0, C)`` for predictions of ``shape`` ``(N, C)``: ``labels``, or a summary's
+    ``targets`` when ``labels`` is None."""
+    n, classes = shape
     if labels is None:
         labels = getattr(predictions, "targets", None)
         if labels is None:
@@ -68,13 +71,16 @@ def class_labels(labels: Any, predictions: Any, n: int, fn: str) -> Tensor:
     y = as_float(labels)
     if y.ndim != 1 or len(y) != n or not (y == y.round()).all():
         raise ConfigError(f"{fn}: labels must be ({n},) integer class indices, got shape {tuple(y.shape)}")
+    if len(y) and (y.min() < 0 or y.max() >= classes):
+        raise ConfigError(f"{fn}: labels must lie in [0, {classes - 1}] for {classes} classes, got "
+                          f"[{int(y.min())}, {int(y.max())}]")
     return torch.as_tensor(y).long()
 
 
 def regression_inputs(predictions: Any, targets: Any, std: Any, fn: str) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """``(mean, targets, std)`` as float64 tensors of one shape (``targets`` / ``std`` None when not given); a
     :class:`~autobayes.uncertainty.RegressionSummary` gives its ``mean``, ``std`` and ``targets``."""
-    if hasattr(predictions, "epistemic_std"):  # a RegressionSummary
+    if isinstance(predictions, RegressionSummary):
         std = predictions.std if std is None else std
         targets = predictions.targets if targets is None else targets
         predictions = predictions.mean

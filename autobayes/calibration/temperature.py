@@ -107,7 +107,7 @@ def fit_temperature(predictions: Any, labels: Any = None, *, logits: bool = Fals
     """
     max_iter = check_int(max_iter, "fit_temperature: max_iter", 1)
     log_p = log_predictive(predictions, logits, "fit_temperature")
-    y = class_labels(labels, predictions, log_p.shape[0], "fit_temperature")
+    y = class_labels(labels, predictions, tuple(log_p.shape), "fit_temperature")
     nll_before = metrics.nll(log_p.exp(), y)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",

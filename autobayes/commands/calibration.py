@@ -5,6 +5,7 @@ first (:mod:`autobayes.calibration`), and measured on the second."""
 from __future__ import annotations
 
 import argparse
+import functools
 import warnings
 from typing import Any, Dict, Optional, Tuple
 
@@ -68,7 +69,7 @@ def _split(labels: Any, n: int, args: argparse.Namespace) -> Tuple[Any, Any]:
 
 
 def _conformal_entry(report, model, size_name: str) -> Dict[str, Any]:
-    return {"alpha": model.alpha, "score": model.score, "threshold": model.threshold,
+    return {"alpha": model.alpha, "score": model.score, "threshold": model.to_dict()["threshold"],  # inf as "inf"
             "n_calibration": model.n_calibration, "n_test": report.n_examples, "nominal_coverage": report.nominal,
             "coverage": report.coverage, "expected_coverage": report.expected,
             "coverage_99_range": [report.low, report.high], size_name: report.mean_size}
@@ -90,12 +91,13 @@ def calibrate_classifier(args: argparse.Namespace, probs: Any, labels: Any) -> D
     cal, test = _split(labels.numpy(), len(labels), args)
     out: Dict[str, Any] = {}
     if args.calibrate is not None:
+        ece = functools.partial(metrics.expected_calibration_error, n_bins=args.bins)
         scaler = fit_temperature(probs[cal], labels[cal])
         before, after, y = probs[test], scaler(probs[test]), labels[test]
         out["calibration"] = {
             "fraction": args.calibrate, "seed": args.seed, "n_calibration": len(cal), "n_test": len(test),
             "temperature": scaler.temperature, "accuracy": metrics.accuracy(after, y),
-            **{f"{name}_{when}": fn(p, y) for name, fn in (("nll", metrics.nll), ("ece", _ece(args)),
+            **{f"{name}_{when}": fn(p, y) for name, fn in (("nll", metrics.nll), ("ece", ece),
                                                              ("brier", metrics.brier_score))
                for when, p in (("before", before), ("after", after))},
         }
@@ -106,12 +108,6 @@ def calibrate_classifier(args: argparse.Namespace, probs: Any, labels: Any) -> D
         report = model.evaluate(probs[test], labels[test], seed=args.seed + 1)
         out["conformal"] = {**_conformal_entry(report, model, "mean_set_size"), "empty_sets": report.empty}
     return out
-
-
-def _ece(args: argparse.Namespace):
-    from .. import metrics
-
-    return lambda p, y: metrics.expected_calibration_error(p, y, n_bins=args.bins)
 
 
 def calibrate_regressor(args: argparse.Namespace, mean: Any, std: Optional[Any], targets: Any) -> Dict[str, Any]:
