@@ -2,8 +2,8 @@
 the prediction at ``x``, computed on ``n`` held-out calibration examples; the threshold ``q`` is their ``k``-th
 smallest score, ``k = ceil((n + 1)(1 - alpha))``; a new example's set is every ``y`` with ``s(x, y) <= q``.
 
-For exchangeable data the set holds the truth with probability ``>= 1 - alpha`` (and ``< 1 - alpha + 1/(n + 1)``
-when scores do not tie), whatever the model. Given the calibration set, the coverage is random: it follows
+For exchangeable data the set holds the truth with probability ``k / (n + 1) >= 1 - alpha`` (exactly that, below
+``1 - alpha + 1/(n + 1)``, when scores do not tie; more when they do), whatever the model. Given the calibration set, the coverage is random: it follows
 ``Beta(k, n + 1 - k)``, and the share of ``m`` test examples covered follows a beta-binomial law
 (:func:`coverage_range`), which says how far a measured coverage may fall from ``k / (n + 1)`` by chance.
 When ``k > n`` (too few calibration examples for ``alpha``) the threshold is infinite: every class, an infinite

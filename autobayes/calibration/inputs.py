@@ -98,6 +98,8 @@ def regression_inputs(predictions: Any, targets: Any, std: Any, fn: str) -> Tupl
         out.append(t)
     if mean.numel() == 0:
         raise ConfigError(f"{fn}: got no predictions")
+    if not all(bool(torch.isfinite(t).all()) for t in out if t is not None):
+        raise ConfigError(f"{fn}: the predictions, targets or std hold NaN or infinite values")
     if out[2] is not None and not (out[2] > 0).all():
         raise ConfigError(f"{fn}: std must be > 0 everywhere (add the likelihood's noise variance, or use "
                           f"score='absolute')")
