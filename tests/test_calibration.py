@@ -224,7 +224,7 @@ def test_evaluate_calibrate_and_conformal_flags(digits, tmp_path, capsys):
     # the same split and fit by hand: evaluate draws the same predictions (seed 0, one batch)
     y = s.targets
     test_idx, cal_idx = split_indices(len(y), y.numpy(), 0.4, 0)
-    assert np.bincount(y[cal_idx], minlength=10).min() >= 14  # stratified: 40% of each class (>= 35 each)
+    assert np.bincount(y[cal_idx], minlength=10).min() >= 14  # stratified: 40% of each class (each has >= 35)
     scaler = fit_temperature(s.mean[cal_idx], y[cal_idx])
     assert cal["temperature"] == pytest.approx(scaler.temperature, rel=1e-4)
     assert cal["nll_after"] == pytest.approx(autobayes.nll(scaler(s.mean[test_idx]), y[test_idx]), rel=1e-4)
