@@ -201,10 +201,11 @@ def _fx_error(model: nn.Module, failure: TraceFailure) -> UntraceableModelError:
     config, not fixes for torch.fx (none helps) but the capture route."""
     if not is_hf_model(model):
         return failure.to_error()
+    first = str(failure.error).strip().splitlines()[0] if str(failure.error).strip() else ""
     return UntraceableModelError(
-        f"{failure.summary()}. torch.fx's symbolic tracing cannot follow the forward of transformers models such "
-        f"as {type(model).__name__} (it branches on its inputs and config); use mode='export' (torch.export on "
-        f"example inputs) or mode='auto' (export, else swap): `--mode export` / `--mode auto` on the command line"
+        f"torch.fx cannot trace {type(model).__name__}, a transformers model: its forward branches on its inputs "
+        f"and config ({type(failure.error).__name__}: {first}); use mode='export' (torch.export on example "
+        f"inputs) or mode='auto' (`--mode export` / `--mode auto` on the command line)"
     )
 
 
@@ -236,8 +237,11 @@ def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionRep
     fix = ("Fix the filter (e.g. include=['fc', 'layer4.*']; see the layer names with `autobayes inspect ARCH` or "
            "print(autobayes.inspect_model(model)))" if filters or layers else
            "Convert a model with such layers (see print(autobayes.inspect_model(model)))")
-    opted = [r for r in report.skipped if "is opt-in" in r.reason
-             and (cfg.include is None or any(_match(r.name, p) for p in cfg.include))]
+    opt_in = sorted({r.type for r in report.skipped if "is opt-in" in r.reason})
+    if opt_in and not filters:
+        fix = f"{', '.join(opt_in)} layers are opt-in: convert them with layer_types={opt_in}"
+    opted = [r for r in report.skipped if "is opt-in" in r.reason and cfg.include is not None
+             and any(_match(r.name, p) for p in cfg.include)]
     if opted:  # e.g. include=['embed'] naming an nn.Embedding: its type must be named in layer_types too
         opt_in = sorted({r.type for r in opted})
         named = ", ".join(r.name for r in opted[:4]) + (", ..." if len(opted) > 4 else "")

@@ -124,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from .. import metrics, plots
-    from ..data import DatasetInfo
+    from ..data import DatasetInfo, data_path
     from ..errors import AutobayesError, ConfigError
-    from ..io import atomic_output, check_output, load
+    from ..io import atomic_output, check_inputs_untouched, check_output, load
     from ..uncertainty import predict
 
     positive(args.n_samples, "--n-samples")
@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         if not recorded:
             raise ConfigError(f"{str(args.checkpoint)!r} records no data set; name one with --data, e.g. --data digits")
         args.data = recorded
+    check_inputs_untouched([args.checkpoint, data_path(args.data), data_path(args.ood_data)],
+                           [args.out, *targets.values()])
     data, info = _dataset(args.data, args, arch_kwargs, args.split)
     if info.task == "regression":
         return _evaluate_regression(args, bnn, data, info, device)

@@ -151,6 +151,18 @@ def _check_arch(args: argparse.Namespace) -> None:
                           f"{', '.join(given)} (or convert the deterministic network again with the options you want)")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out and the run files written (or, with --force, deleted) in it stay out of what the run reads: --init,
+    the ImageFolder data, --config."""
+    from ..data import data_path
+    from ..io import check_inputs_untouched
+    from ..training import RUN_FILES
+
+    if args.out is not None:
+        check_inputs_untouched([args.init, data_path(args.data), args.config],
+                               [args.out, *(args.out / name for name in RUN_FILES)])
+
+
 def _init_model(args: argparse.Namespace):
     from ..io import load
 
@@ -177,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise ConfigError("--resume continues the run in --out and --force replaces it; pass one")
     _check_arch(args)
+    _check_outputs(args)
     if args.init is not None:
         model, config, bayes_options = _init_model(args), None, {}
     else:
