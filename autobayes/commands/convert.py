@@ -25,6 +25,8 @@ examples:
   # a Hugging Face model folder written by save_pretrained (config.json + model.safetensors): no --arch,
   # the class and config come from the folder and are stored in OUT, from which autobayes.load rebuilds it
   autobayes convert bert-tiny/ -o bert_bnn.safetensors --posterior gaussian --init-scale 1e-3
+  # ... with a new label head for 3 classes (random weights: fine-tune it), named
+  autobayes convert bert-tiny/ -o bert3_bnn.safetensors --num-classes 3 --class-names neg neutral pos
 
 --mean / --std (the per-channel normalisation of the [0, 1] pixels the network was trained on), --class-names
 and --task are stored in OUT, where `autobayes predict` and `autobayes evaluate` use them and `autobayes
@@ -34,8 +36,13 @@ SOURCE is a state dict saved with torch.save (read with weights_only=True: pickl
 holding one under 'state_dict' / 'model' / 'model_state_dict' ('module.' prefixes are removed), or a
 safetensors file, or a Hugging Face model folder (read offline with transformers: the class named in its
 config.json from the transformers namespace only, never trust_remote_code, weights from model.safetensors
-only). The posterior means start at SOURCE's weights. OUT is written atomically and never
-overwrites SOURCE; an existing OUT needs --force."""
+only, one file or shards with their index). Every weight of the model must come from the folder with its
+shape and every weight there must belong to the model, else the error names them (--allow-missing-keys keeps
+absent ones random); --num-classes re-initialises a Hugging Face classifier's label head, --class-names must
+name its labels, and image flags (--in-channels, --image-size, --model-arg, --mean, --std) are refused there.
+The posterior means start at SOURCE's weights. OUT is written atomically, never onto or inside SOURCE (or
+--config), even with --force; an existing OUT needs --force. A folder already holding an autobayes checkpoint
+is refused: `autobayes inspect` / autobayes.load read it."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

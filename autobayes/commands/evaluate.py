@@ -30,7 +30,8 @@ validation split (the official test split of torchvision sets): by default the d
 the checkpoint by `autobayes train`. Images are prepared as the checkpoint records (channels, size and, for
 imagefolder:PATH data, its normalisation). A regression checkpoint (e.g. trained on diabetes) gets RMSE, MAE,
 R^2, Gaussian NLL and interval coverage in the targets' original units (plus RMSE and NLL of the
-standardised targets, as in the training log) and the two first files only. Existing files need --force."""
+standardised targets, as in the training log) and the two first files only. Existing files need --force;
+--out never is, or lies inside, the checkpoint or an imagefolder:PATH data set, even with --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

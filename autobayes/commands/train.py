@@ -45,7 +45,9 @@ examples:
 Writes nothing without --out; an --out folder that already holds a run needs --force (replace it) or --resume
 (continue it). The architecture is sized from the data (classes, channels, image size). The progress shows the
 loss as NLL + KL term (beta * KL / N, per example); a warning says when the KL term dominates for epochs.
-A filter that converts no layer (--include / --exclude / --layer-types) is an error unless --allow-deterministic."""
+A filter that converts no layer (--include / --exclude / --layer-types) is an error unless --allow-deterministic.
+--out never lies inside imagefolder:PATH data, and the run files written or deleted (--force) there never
+include --init or --config."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
