@@ -26,6 +26,7 @@ from autobayes.cli import build_parser, main
 from autobayes.errors import ConfigError
 from autobayes.io.formats import read_safetensors_metadata
 from autobayes.models import build_model
+from test_train_cli import _one_line  # exactly one line on stderr, "autobayes: error: ...", with the fragments
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +45,8 @@ def _bert(num_labels: int = 3):
 def root(tmp_path_factory):
     """One folder of every input kind: det.pt (a state dict), bnn.safetensors (an autobayes checkpoint), bert/ and
     bert_sharded/ (save_pretrained, one file and shards + index), images/ (an ImageFolder of 8x8 PNGs), rows.csv,
-    config.json (a --config file); plus link -> bert (a symbolic link)."""
+    config.json (a --config file); plus link -> bert (a symbolic link) and cache/snapshot/, whose files link to
+    cache/blobs/ (the Hugging Face cache's layout)."""
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("inputs")
@@ -64,20 +66,18 @@ def root(tmp_path_factory):
     (folder / "rows.csv").write_text("x0,x1\n0.5,1.5\n")
     (folder / "config.json").write_text(json.dumps({"posterior": "gaussian"}))
     os.symlink(folder / "bert", folder / "link")
+    snapshot, blobs = folder / "cache" / "snapshot", folder / "cache" / "blobs"  # as the Hugging Face cache lays out
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(folder / "bert" / name, blobs / f"blob-{name}")
+        os.symlink(blobs / f"blob-{name}", snapshot / name)
     return folder
 
 
 def _hashes(folder: Path) -> dict:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-def _one_line(err: str, *fragments: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("autobayes: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # (command line, with R standing for the inputs' folder): each writes onto or inside an input.
@@ -95,6 +95,7 @@ REFUSED = [
     ("convert R/bert -o R/bert", "is the input"),
     ("convert R/bert -o R/link/model.safetensors", "inside the input folder"),
     ("convert R/link -o R/bert/model.safetensors", "inside the input folder"),
+    ("convert R/cache/snapshot -o R/cache/blobs/blob-model.safetensors", "inside the input folder"),
     # a sharded folder: a shard, the index
     ("convert R/bert_sharded -o R/bert_sharded/model-00001-of-SHARDS.safetensors", "inside the input folder"),
     ("convert R/bert_sharded -o R/bert_sharded/model.safetensors.index.json", "inside the input folder"),

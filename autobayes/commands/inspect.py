@@ -59,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from ..hf.io import autobayes_weights, is_hf_folder
 
     path = Path(args.target)
-    if is_hf_folder(path) and autobayes_weights(path) is None:
+    bayesian = autobayes_weights(path) if path.is_dir() else None
+    if bayesian is not None:  # a folder holding an autobayes checkpoint: describe it
+        path = bayesian
+    elif is_hf_folder(path):
         return _inspect_hf_folder(path, args)
-    if path.is_dir() and autobayes_weights(path) is not None:  # a folder holding an autobayes checkpoint
-        path = autobayes_weights(path)
     elif path.is_dir():
         raise CheckpointError(f"{args.target!r} is a folder without config.json: neither a Hugging Face model folder "
                               f"(model.save_pretrained(DIR) writes config.json) nor an autobayes checkpoint (a "
