@@ -254,10 +254,10 @@ def read_pretrained(folder: Any, *, num_labels: Optional[int] = None, allow_miss
     config = _read_config(folder)
     cls = _architecture(config, folder)
     resized: List[str] = []
+    if num_labels is not None and not has_label_head(cls.__name__):
+        raise ConfigError(f"--num-classes (num_labels) sizes a label head; {cls.__name__} of {str(folder)!r} has "
+                          f"none: drop --num-classes")
     if num_labels is not None and num_labels != config.num_labels:
-        if not has_label_head(cls.__name__):
-            raise ConfigError(f"--num-classes (num_labels) sizes a label head; {cls.__name__} of {str(folder)!r} has "
-                              f"none: drop --num-classes")
         resized = _head_keys(cls, config, num_labels)
         config.num_labels = num_labels
     with _transformers_quiet(progress):
