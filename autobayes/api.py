@@ -19,8 +19,8 @@ from .fx.report import ConversionReport
 from .fx.routes import build_swap, try_export, warn_fallback
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import BayesOutput, kl_disabled
-from .hf.inputs import is_hf_model
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
+from .hf.inputs import is_hf_model
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
 

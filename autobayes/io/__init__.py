@@ -6,7 +6,8 @@
 * :mod:`~autobayes.io.state_dict`: deterministic checkpoints, :func:`load_state_dict_file` (never unpickling
   code), :func:`check_state_dict` and :func:`load_checked`.
 * :mod:`~autobayes.io.files`: :func:`atomic_output` and :func:`check_output`, through which every file autobayes
-  writes goes, and :func:`check_inputs_untouched`, the rule that no output replaces an input; :mod:`~autobayes.io.formats`: file-type sniffing and raw safetensors access.
+  writes goes, and :func:`check_inputs_untouched`, the rule that no output replaces an input;
+  :mod:`~autobayes.io.formats`: file-type sniffing and raw safetensors access.
 """
 
 from .checkpoint import FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, load, save

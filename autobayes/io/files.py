@@ -68,7 +68,7 @@ def check_inputs_untouched(inputs: Iterable[Optional[PathLike]], outputs: Iterab
     Example:
         >>> check_inputs_untouched(["bert/"], ["bert/model.safetensors"])  # doctest: +SKIP
         Traceback (most recent call last):
-        autobayes.io.files.InputOverwriteError: refusing to write 'bert/model.safetensors': it lies inside the input folder 'bert/' ...
+        autobayes.io.files.InputOverwriteError: refusing to write 'bert/model.safetensors': it lies inside ...
     """
     outs = [(Path(o), Path(o).resolve()) for o in outputs if o is not None]
     if not outs:
@@ -96,7 +96,8 @@ def check_inputs_untouched(inputs: Iterable[Optional[PathLike]], outputs: Iterab
 
 def check_output(path: PathLike, *, overwrite: bool = False, inputs: Tuple[PathLike, ...] = ()) -> Path:
     """Refuse an output path that is, or lies inside, one of ``inputs`` (:func:`check_inputs_untouched`), a
-    directory, in a missing folder, or (unless ``overwrite``) an existing file. Returns ``path`` as a :class:`~pathlib.Path`.
+    directory, in a missing folder, or (unless ``overwrite``) an existing file. Returns ``path`` as a
+    :class:`~pathlib.Path`.
 
     Example:
         >>> check_output("model.safetensors", overwrite=False, inputs=("model.pt",))  # doctest: +SKIP
