@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from .adapters import adapter_spec, plan_adapters
-from .config import BayesConfig
+from .config import BayesConfig, _match, default_layer_types
 from .errors import ConfigError, UntraceableModelError
 from .fx.convert import convert_modules
 from .fx.report import ConversionReport
@@ -20,6 +20,7 @@ from .fx.routes import build_swap, try_export, warn_fallback
 from .fx.rewrite import install_fx_root, rewrite_graph
 from .fx.runtime import BayesOutput, kl_disabled
 from .fx.tracer import BayesTracer, TraceFailure, leaf_ancestors, timm_registries, trace_modes
+from .hf.inputs import is_hf_model
 from .nn import BayesLayer, BayesParameter
 from .registry import did_you_mean
 
@@ -145,7 +146,7 @@ def bayesify(
             report.notes.extend(notes)
         except TraceFailure as failure:
             if mode == "fx":
-                raise failure.to_error() from failure.error
+                raise _fx_error(model, failure) from failure.error
             fx_failure = failure
             report.notes.append(f"fx route not taken: {failure.summary()}")
 
@@ -195,6 +196,19 @@ def bayesify(
     return net
 
 
+def _fx_error(model: nn.Module, failure: TraceFailure) -> UntraceableModelError:
+    """The error of ``mode="fx"`` failing: for a transformers model, whose forward branches on its inputs and
+    config, not fixes for torch.fx (none helps) but the capture route."""
+    if not is_hf_model(model):
+        return failure.to_error()
+    first = str(failure.error).strip().splitlines()[0] if str(failure.error).strip() else ""
+    return UntraceableModelError(
+        f"torch.fx cannot trace {type(model).__name__}, a transformers model: its forward branches on its inputs "
+        f"and config ({type(failure.error).__name__}: {first}); use mode='export' (torch.export on example "
+        f"inputs) or mode='auto' (`--mode export` / `--mode auto` on the command line)"
+    )
+
+
 def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionReport) -> str:
     """The error of a conversion that converted nothing: the filters, some layers that exist, the fixes."""
     name = type(model).__name__
@@ -226,8 +240,16 @@ def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionRep
     opt_in = sorted({r.type for r in report.skipped if "is opt-in" in r.reason})
     if opt_in and not filters:
         fix = f"{', '.join(opt_in)} layers are opt-in: convert them with layer_types={opt_in}"
+    opted = [r for r in report.skipped if "is opt-in" in r.reason and cfg.include is not None
+             and any(_match(r.name, p) for p in cfg.include)]
+    if opted:  # e.g. include=['embed'] naming an nn.Embedding: its type must be named in layer_types too
+        opt_in = sorted({r.type for r in opted})
+        named = ", ".join(r.name for r in opted[:4]) + (", ..." if len(opted) > 4 else "")
+        defaults = sorted({r.type for r in report.records if r.type in default_layer_types()})
+        fix = (f"{named} {'is' if len(opted) == 1 else 'are'} {' / '.join(opt_in)} (opt-in: never converted unless "
+               f"layer_types names the type); add it: layer_types={defaults + opt_in}")
     return (f"no layer of {name} became Bayesian: {why}. The result would be a deterministic network with no "
-            f"posterior. {fix}, or pass allow_deterministic=True (`autobayes train --allow-deterministic`) to "
+            f"posterior. {fix}, or pass allow_deterministic=True (--allow-deterministic on the command line) to "
             f"accept a deterministic network")
 
 

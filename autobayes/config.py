@@ -369,7 +369,19 @@ def _layer_type(t: Any) -> Union[type, str]:
         return t
     if isinstance(t, str) and t in supported:
         return supported[t]
-    raise UnknownNameError(f"layer_types: unknown layer type {t!r}; supported: {sorted(supported)}.{did_you_mean(str(t), supported)}")
+    named = _functional_names()
+    if t in named:  # a class of another library (transformers' Conv1D), matched by its name: nothing imported
+        return t
+    names = sorted(supported) + sorted(named)
+    raise UnknownNameError(f"layer_types: unknown layer type {t!r}; supported: {names}.{did_you_mean(str(t), names)}")
+
+
+def _functional_names() -> List[str]:
+    """Names of the modules whose weights autobayes converts as posterior attributes (their forward reads them
+    functionally: ``MultiheadAttention``, transformers' ``Conv1D``), which ``layer_types`` accepts too."""
+    from .fx.convert import FUNCTIONAL_WEIGHT_CLASSES, FUNCTIONAL_WEIGHTS
+
+    return [t.__name__ for t in FUNCTIONAL_WEIGHTS] + [qualname for _, qualname in FUNCTIONAL_WEIGHT_CLASSES]
 
 
 def _opt_in_type(module: Any, as_type: Optional[type]) -> Optional[str]:

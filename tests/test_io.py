@@ -151,7 +151,7 @@ def test_a_failed_write_leaves_neither_partial_file_nor_temporary(tmp_path, monk
 def test_atomic_output_refuses_to_write_onto_its_input(tmp_path):
     src = tmp_path / "in.pt"
     src.write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="onto the input file"):
+    with pytest.raises(CheckpointError, match="it is the input"):
         with atomic_output(src, overwrite=True, inputs=(src,)):
             pass
     assert src.read_bytes() == b"x"

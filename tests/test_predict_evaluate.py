@@ -292,7 +292,8 @@ def test_tabular_classification_evaluate_and_predict(cancer_ckpt, tmp_path, caps
     # same draws as evaluate (seed 0, one batch of 114): only float32 rounding of the inputs differs
     assert np.mean(got == expected) >= 0.98
     assert {r["class_name"] for r in rows} <= {"malignant", "benign"}
-    assert main(["predict", str(cancer_ckpt), str(tmp_path), "-o", str(tmp_path / "q.csv")]) == 1
+    (tmp_path / "images").mkdir()  # outputs never go inside an input folder
+    assert main(["predict", str(cancer_ckpt), str(tmp_path / "images"), "-o", str(tmp_path / "q.csv")]) == 1
     _one_error_line(capsys.readouterr().err, "takes rows of 30 features, not images")
 
 

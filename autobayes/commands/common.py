@@ -12,7 +12,11 @@ from ..config import BayesConfig, FORWARD_MODES, KL_METHODS
 from ..errors import ConfigError
 
 __all__ = [
+    "MODE_HELP",
+    "MODEL_DEFAULTS",
     "add_model_options",
+    "fill_model_defaults",
+    "check_hf_model_flags",
     "model_kwargs_from_args",
     "key_values",
     "add_bayes_options",
@@ -43,17 +47,48 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+#: ``--mode`` of convert and inspect (autobayes.bayesify's routes; see autobayes.MODES).
+MODE_HELP = ("conversion route of autobayes.bayesify: fx (torch.fx graph rewrite), export (torch.export capture on "
+             "example inputs; made up for a Hugging Face model), swap (layers swapped in place, no graph), auto "
+             "(fx, else export for a Hugging Face model, else swap)")
+
+
 # ---------------------------------------------------------------------- model
+#: The sizes of an architecture whose flag (:func:`add_model_options`) is not given.
+MODEL_DEFAULTS = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--num-classes``, ``--in-channels``, ``--image-size``, ``--model-arg KEY=VALUE``."""
+    """``--num-classes``, ``--in-channels``, ``--image-size``, ``--model-arg KEY=VALUE`` (unset: ``None``, then
+    :data:`MODEL_DEFAULTS`; a Hugging Face folder takes ``--num-classes`` only, see :func:`check_hf_model_flags`)."""
     group = parser.add_argument_group("architecture (see autobayes.models.build_model)")
-    group.add_argument("--num-classes", type=int, default=10, metavar="N", help="number of classes (outputs)")
-    group.add_argument("--in-channels", type=int, default=3, metavar="C", help="input image channels")
-    group.add_argument("--image-size", type=int, default=32, metavar="PX", help="side of the square input images")
+    group.add_argument("--num-classes", type=int, default=None, metavar="N",
+                       help="number of classes (outputs) (default: 10); with a Hugging Face folder: re-initialise "
+                       "its label head for N labels")
+    group.add_argument("--in-channels", type=int, default=None, metavar="C", help="input image channels (default: 3)")
+    group.add_argument("--image-size", type=int, default=None, metavar="PX",
+                       help="side of the square input images (default: 32)")
     group.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE",
         help="extra constructor argument of the architecture, VALUE as JSON (e.g. --model-arg width=32); repeatable",
     )
+
+
+def fill_model_defaults(args: argparse.Namespace) -> None:
+    """Give the unset :func:`add_model_options` sizes their :data:`MODEL_DEFAULTS`."""
+    for name, value in MODEL_DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
+def check_hf_model_flags(args: argparse.Namespace, folder: Path) -> None:
+    """Refuse the :func:`add_model_options` flags a Hugging Face folder does not take (its config.json sizes the
+    model; ``--num-classes`` re-initialises a label head and is checked when the model is read)."""
+    given = [flag for flag, value in (("--in-channels", args.in_channels), ("--image-size", args.image_size),
+                                      ("--model-arg", args.model_arg)) if value]
+    if given:
+        raise ConfigError(f"{str(folder)!r} is a Hugging Face model folder: its config.json sizes the model, not "
+                          f"{' / '.join(given)}; drop {given[0]}")
 
 
 def key_values(items: List[str], what: str) -> Dict[str, Any]:
@@ -78,7 +113,8 @@ def key_values(items: List[str], what: str) -> Dict[str, Any]:
 
 def model_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Keyword arguments of :func:`autobayes.models.build_model` (besides ``arch``)."""
-    kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size)
+    kwargs = {name: default if getattr(args, name) is None else getattr(args, name)
+              for name, default in MODEL_DEFAULTS.items()}
     kwargs.update(key_values(args.model_arg, "--model-arg"))
     return kwargs
 

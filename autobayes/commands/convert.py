@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 from ..api import MODES
-from .common import add_bayes_options, add_model_options, bayes_config_from_args, formatter, model_kwargs_from_args
+from .common import (MODE_HELP, add_bayes_options, add_model_options, bayes_config_from_args, check_hf_model_flags,
+                     fill_model_defaults, formatter, model_kwargs_from_args)
 
 __all__ = ["add_parser", "run"]
 
@@ -24,6 +25,8 @@ examples:
   # a Hugging Face model folder written by save_pretrained (config.json + model.safetensors): no --arch,
   # the class and config come from the folder and are stored in OUT, from which autobayes.load rebuilds it
   autobayes convert bert-tiny/ -o bert_bnn.safetensors --posterior gaussian --init-scale 1e-3
+  # ... with a new label head for 3 classes (random weights: fine-tune it), named
+  autobayes convert bert-tiny/ -o bert3_bnn.safetensors --num-classes 3 --class-names neg neutral pos
 
 --mean / --std (the per-channel normalisation of the [0, 1] pixels the network was trained on), --class-names
 and --task are stored in OUT, where `autobayes predict` and `autobayes evaluate` use them and `autobayes
@@ -33,8 +36,13 @@ SOURCE is a state dict saved with torch.save (read with weights_only=True: pickl
 holding one under 'state_dict' / 'model' / 'model_state_dict' ('module.' prefixes are removed), or a
 safetensors file, or a Hugging Face model folder (read offline with transformers: the class named in its
 config.json from the transformers namespace only, never trust_remote_code, weights from model.safetensors
-only). The posterior means start at SOURCE's weights. OUT is written atomically and never
-overwrites SOURCE; an existing OUT needs --force."""
+only, one file or shards with their index). Every weight of the model must come from the folder with its
+shape and every weight there must belong to the model, else the error names them (--allow-missing-keys keeps
+absent ones random); --num-classes re-initialises a Hugging Face classifier's label head, --class-names must
+name its labels, and image flags (--in-channels, --image-size, --model-arg, --mean, --std) are refused there.
+The posterior means start at SOURCE's weights. OUT is written atomically, never onto or inside SOURCE (or
+--config), even with --force; an existing OUT needs --force. A folder already holding an autobayes checkpoint
+is refused: `autobayes inspect` / autobayes.load read it."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,8 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="architecture: torchvision:NAME, timm:NAME, a built-in name or module:factory (required "
                         "unless SOURCE is a Hugging Face model folder)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    parser.add_argument("--mode", choices=MODES, default="auto",
-                        help="conversion route of autobayes.bayesify: fx (graph rewrite), swap (modules swapped), auto (fx, else swap)")
+    parser.add_argument("--mode", choices=MODES, default="auto", help=MODE_HELP)
+    parser.add_argument("--allow-missing-keys", action="store_true",
+                        help="Hugging Face folder: keep the model's weights that its safetensors lack randomly "
+                        "initialised (listed in a warning and in OUT's metadata) instead of refusing the folder")
+    parser.add_argument("--allow-deterministic", action="store_true",
+                        help="save even when the layer filters convert no layer (a deterministic network)")
     parser.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
                         help="per-channel input normalisation mean, stored for `autobayes predict`")
     parser.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
@@ -79,43 +91,23 @@ def _sha256(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import bayesify
-    from ..errors import CheckpointError, ConfigError
-    from ..hf.io import is_hf_folder, load_pretrained
-    from ..io import check_output, load_checked, load_state_dict_file, save
-    from ..models import build_model
+    from ..hf.io import is_hf_folder
+    from ..io import check_output, save
 
     config = bayes_config_from_args(args)  # usage errors first, before any file is read
+    _check_source(args)
+    hf = is_hf_folder(args.source)
+    if not hf:
+        fill_model_defaults(args)
     preprocessing = _preprocessing(args)
     # Refuse a bad output before the (possibly slow) conversion; atomic_output checks again when writing.
-    check_output(args.output, overwrite=args.force, inputs=(args.source,))
-    if is_hf_folder(args.source):
-        if args.arch is not None:
-            raise ConfigError(f"{str(args.source)!r} is a Hugging Face model folder: its config.json names the "
-                              f"architecture; drop --arch {args.arch}")
-        model = load_pretrained(args.source)
-        labels = getattr(model.config, "num_labels", None)
-        if preprocessing.get("class_names") is not None and len(preprocessing["class_names"]) != labels:
-            raise ConfigError(f"--class-names gives {len(preprocessing['class_names'])} names for the {labels} labels "
-                              f"of {str(args.source)!r} (its config's num_labels)")
-    else:
-        if args.arch is None:
-            raise ConfigError(f"convert {str(args.source)!r} needs --arch (the architecture the state dict belongs "
-                              f"to), e.g. --arch torchvision:resnet18; only a Hugging Face model folder needs none")
-        if args.source.is_dir():
-            raise CheckpointError(f"{str(args.source)!r} is a folder without config.json: give a checkpoint file, or "
-                                  f"a Hugging Face model folder written by model.save_pretrained(DIR)")
-        state = load_state_dict_file(args.source)
-        model = build_model(args.arch, **model_kwargs_from_args(args))
-        load_checked(
-            model, state, f"checkpoint {str(args.source)!r}",
-            f" (architecture {args.arch!r} built with --num-classes {args.num_classes} --in-channels "
-            f"{args.in_channels}; check --arch, --num-classes, --in-channels and --model-arg)",
-        )
-    options = {"mode": args.mode}
+    check_output(args.output, overwrite=args.force, inputs=(args.source, args.config))
+    metadata: dict = {"converted_from": args.source.name}
+    model = _hf_model(args, preprocessing, metadata) if hf else _state_dict_model(args)
+    options = {"mode": args.mode, **({"allow_deterministic": True} if args.allow_deterministic else {})}
     bnn = bayesify(model, config=config, **options)
     if not args.quiet:
         print(bnn.bayes_report)
-    metadata = {"converted_from": args.source.name}
     if args.source.is_file():
         metadata["source_sha256"] = _sha256(args.source)
     if preprocessing:
@@ -125,20 +117,78 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_source(args: argparse.Namespace) -> None:
+    """SOURCE exists, and is a file or a Hugging Face folder; ``--arch`` is given exactly when it is a file."""
+    from ..errors import CheckpointError, ConfigError
+    from ..hf.io import is_hf_folder
+
+    source = args.source
+    if not source.exists():
+        raise CheckpointError(f"SOURCE {str(source)!r} does not exist")
+    if source.is_dir() and not is_hf_folder(source):
+        raise CheckpointError(f"{str(source)!r} is a folder without config.json: give a checkpoint file, or a "
+                              f"Hugging Face model folder written by model.save_pretrained(DIR)")
+    if source.is_dir() and args.arch is not None:
+        raise ConfigError(f"{str(source)!r} is a Hugging Face model folder: its config.json names the "
+                          f"architecture; drop --arch {args.arch}")
+    if not source.is_dir() and args.arch is None:
+        raise ConfigError(f"convert {str(source)!r} needs --arch (the architecture the state dict belongs to), e.g. "
+                          f"--arch torchvision:resnet18; only a Hugging Face model folder needs none")
+    if not source.is_dir() and args.allow_missing_keys:
+        raise ConfigError("--allow-missing-keys applies to Hugging Face model folders; a state dict must fit --arch "
+                          "exactly: drop --allow-missing-keys")
+
+
+def _state_dict_model(args: argparse.Namespace):
+    """``--arch`` built with the size flags, the state dict of SOURCE loaded strictly."""
+    from ..io import load_checked, load_state_dict_file
+    from ..models import build_model
+
+    state = load_state_dict_file(args.source)
+    model = build_model(args.arch, **model_kwargs_from_args(args))
+    load_checked(
+        model, state, f"checkpoint {str(args.source)!r}",
+        f" (architecture {args.arch!r} built with --num-classes {args.num_classes} --in-channels "
+        f"{args.in_channels}; check --arch, --num-classes, --in-channels and --model-arg)",
+    )
+    return model
+
+
+def _hf_model(args: argparse.Namespace, preprocessing: dict, metadata: dict):
+    """The model of a Hugging Face folder, every weight checked (:func:`autobayes.hf.io.read_pretrained`), its
+    label head re-initialised for ``--num-classes``, ``--task`` / ``--class-names`` checked against its labels
+    and written into its config (which the checkpoint stores); what was initialised randomly goes to ``metadata``."""
+    from ..hf.io import read_pretrained
+    from ..hf.labels import apply_labels
+
+    check_hf_model_flags(args, args.source)
+    loaded = read_pretrained(args.source, num_labels=args.num_classes, allow_missing=args.allow_missing_keys,
+                             progress=not args.quiet)
+    apply_labels(loaded.model, preprocessing, str(args.source))
+    if loaded.resized_head:
+        n = loaded.model.config.num_labels
+        print(f"note: the label head ({', '.join(loaded.resized_head)}) was re-initialised for {n} classes "
+              f"(--num-classes {n}): its weights are random until the model is fine-tuned")
+        metadata["reinitialised_head"] = {"num_labels": n, "keys": loaded.resized_head}
+    if loaded.missing:
+        metadata["missing_keys_initialised"] = loaded.missing
+    return loaded.model
+
+
 def _preprocessing(args: argparse.Namespace) -> dict:
     """What ``autobayes predict`` / ``evaluate`` read back (see :meth:`autobayes.data.DatasetInfo.from_checkpoint`)."""
     from ..data import check_normalisation
     from ..errors import ConfigError
 
     out: dict = {}
-    if args.source.is_dir():  # a Hugging Face folder: its config sizes the model, not --num-classes / --in-channels
+    if args.class_names is not None and args.task == "regression":
+        raise ConfigError("--class-names names the classes of a classifier; drop it with --task regression")
+    if args.source.is_dir():  # a Hugging Face folder: its config sizes the model, not --in-channels
         return _hf_preprocessing(args)
     mean, std = check_normalisation(args.mean, args.std, args.in_channels, names=("--mean", "--std"))
     if mean is not None:
         out.update(mean=mean, std=std)
     if args.class_names is not None:
-        if args.task == "regression":
-            raise ConfigError("--class-names names the classes of a classifier; drop it with --task regression")
         if len(args.class_names) != args.num_classes:
             raise ConfigError(f"--class-names gives {len(args.class_names)} names for {args.num_classes} classes "
                               f"(--num-classes {args.num_classes})")
@@ -149,8 +199,8 @@ def _preprocessing(args: argparse.Namespace) -> dict:
 
 
 def _hf_preprocessing(args: argparse.Namespace) -> dict:
-    """The class names of a Hugging Face folder (``--class-names``, checked against its ``num_labels`` once the
-    model is read) and the task; ``--mean`` / ``--std`` describe images and are refused here."""
+    """The class names of a Hugging Face folder (``--class-names``, checked against its labels once the model is
+    read) and the task; ``--mean`` / ``--std`` describe images and are refused here."""
     from ..errors import ConfigError
 
     if args.mean is not None or args.std is not None:

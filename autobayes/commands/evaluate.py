@@ -36,7 +36,8 @@ R^2, Gaussian NLL and interval coverage in the targets' original units (plus RMS
 standardised targets, as in the training log) and the two first files only. With --calibrate / --conformal,
 metrics.json also holds "calibration" (the temperature; NLL, ECE and Brier score before and after) and
 "conformal" (coverage and mean set size or interval width), measured on the examples not calibrated on.
-Existing files need --force."""
+Existing files need --force; --out never is, or lies inside, the checkpoint or an imagefolder:PATH data set,
+even with --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -131,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from .. import metrics, plots
-    from ..data import DatasetInfo
+    from ..data import DatasetInfo, data_path
     from ..errors import AutobayesError, ConfigError
-    from ..io import atomic_output, check_output, load
+    from ..io import atomic_output, check_inputs_untouched, check_output, load
     from ..uncertainty import predict
 
     positive(args.n_samples, "--n-samples")
@@ -159,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         if not recorded:
             raise ConfigError(f"{str(args.checkpoint)!r} records no data set; name one with --data, e.g. --data digits")
         args.data = recorded
+    check_inputs_untouched([args.checkpoint, data_path(args.data), data_path(args.ood_data)],
+                           [args.out, *targets.values()])
     data, info = _dataset(args.data, args, arch_kwargs, args.split)
     if info.task == "regression":
         return _evaluate_regression(args, bnn, data, info, device)

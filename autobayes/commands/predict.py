@@ -30,7 +30,7 @@ Images are read as grayscale or RGB (the checkpoint's in_channels), resized to i
 --image-size; the summary line counts the resized ones), scaled to [0, 1] and normalised with the
 normalisation stored in the checkpoint (`autobayes train` stores the data set's; `autobayes convert --mean
 --std` stores yours); --mean / --std override it. An unreadable image is an error; --skip-bad skips it with
-a warning instead.
+a warning instead. The output CSV is never one of the inputs nor inside an input folder, even with --force.
 
 A tabular checkpoint reads CSV files of feature rows: with a header, the columns named as the features the
 network was trained on (`autobayes inspect CHECKPOINT` lists them; other columns are ignored), else exactly one

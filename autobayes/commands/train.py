@@ -45,7 +45,9 @@ examples:
 Writes nothing without --out; an --out folder that already holds a run needs --force (replace it) or --resume
 (continue it). The architecture is sized from the data (classes, channels, image size). The progress shows the
 loss as NLL + KL term (beta * KL / N, per example); a warning says when the KL term dominates for epochs.
-A filter that converts no layer (--include / --exclude / --layer-types) is an error unless --allow-deterministic."""
+A filter that converts no layer (--include / --exclude / --layer-types) is an error unless --allow-deterministic.
+--out never lies inside imagefolder:PATH data, and the run files written or deleted (--force) there never
+include --init or --config."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -151,6 +153,18 @@ def _check_arch(args: argparse.Namespace) -> None:
                           f"{', '.join(given)} (or convert the deterministic network again with the options you want)")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out and the run files written (or, with --force, deleted) in it stay out of what the run reads: --init,
+    the ImageFolder data, --config."""
+    from ..data import data_path
+    from ..io import check_inputs_untouched
+    from ..training import RUN_FILES
+
+    if args.out is not None:
+        check_inputs_untouched([args.init, data_path(args.data), args.config],
+                               [args.out, *(args.out / name for name in RUN_FILES)])
+
+
 def _init_model(args: argparse.Namespace):
     from ..io import load
 
@@ -177,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise ConfigError("--resume continues the run in --out and --force replaces it; pass one")
     _check_arch(args)
+    _check_outputs(args)
     if args.init is not None:
         model, config, bayes_options = _init_model(args), None, {}
     else:

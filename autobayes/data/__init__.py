@@ -38,7 +38,7 @@ from .info import DatasetInfo, check_normalisation
 from .sklearn_sets import SKLEARN_SETS, load_sklearn
 from .torchvision_sets import TORCHVISION_SETS, load_torchvision
 
-__all__ = ["DatasetInfo", "load_dataset", "dataset_names", "check_normalisation", "is_image_folder"]
+__all__ = ["DatasetInfo", "load_dataset", "dataset_names", "check_normalisation", "is_image_folder", "data_path"]
 
 
 def dataset_names() -> List[str]:
@@ -49,6 +49,19 @@ def dataset_names() -> List[str]:
 def is_image_folder(name: str) -> bool:
     """Whether :func:`load_dataset` reads ``name`` as ImageFolder data (``"imagefolder:PATH"`` or a folder path)."""
     return name.lower().startswith("imagefolder:") or (os.sep in name or name.startswith(".")) and os.path.isdir(name)
+
+
+def data_path(name: Optional[str]) -> Optional[str]:
+    """The folder :func:`load_dataset` reads for ``name`` when it is ImageFolder data (``"imagefolder:PATH"`` or a
+    folder path), else ``None`` (the commands keep their outputs out of it).
+
+    Example:
+        >>> data_path("imagefolder:photos/"), data_path("digits")
+        ('photos/', None)
+    """
+    if not name or not is_image_folder(name):
+        return None
+    return name.split(":", 1)[1] if name.lower().startswith("imagefolder:") else name
 
 
 def load_dataset(
@@ -97,8 +110,8 @@ def load_dataset(
     if not 0.0 < float(val_fraction) < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     key = name.lower().replace("-", "_")
-    if is_image_folder(name):
-        path = name.split(":", 1)[1] if key.startswith("imagefolder:") else name
+    path = data_path(name)
+    if path is not None:
         return load_image_folder(path, val_fraction, seed, augment, image_size, in_channels, mean, std)
     if in_channels is not None or mean is not None or std is not None:
         raise ConfigError(

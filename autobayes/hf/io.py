@@ -13,10 +13,14 @@ weights: the checkpoint's tensors replace them).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -24,8 +28,8 @@ from torch import nn
 from ..errors import CheckpointError
 from .inputs import is_hf_model
 
-__all__ = ["HF_PREFIX", "is_hf_folder", "load_pretrained", "build_from_config", "hf_spec", "build_from_spec",
-           "folder_summary", "summary_lines"]
+__all__ = ["HF_PREFIX", "is_hf_folder", "has_label_head", "autobayes_weights", "Pretrained", "read_pretrained",
+           "load_pretrained", "build_from_config", "hf_spec", "build_from_spec", "folder_summary", "summary_lines"]
 
 #: The architecture name of a ``transformers`` model in a checkpoint spec: ``"transformers:GPT2LMHeadModel"``.
 HF_PREFIX = "transformers:"
@@ -41,6 +45,38 @@ def is_hf_folder(path: Any) -> bool:
     """
     path = Path(path)
     return path.is_dir() and (path / "config.json").is_file()
+
+
+def has_label_head(name: str) -> bool:
+    """Whether the ``transformers`` class called ``name`` ends in a label head sized by ``config.num_labels``
+    (``...ForSequenceClassification``, ``...ForTokenClassification``, ``...ForImageClassification``, ...).
+
+    Example:
+        >>> has_label_head("BertForSequenceClassification"), has_label_head("GPT2LMHeadModel")
+        (True, False)
+    """
+    return re.search(r"For\w*Classification$", str(name)) is not None
+
+
+def autobayes_weights(folder: Any) -> Optional[Path]:
+    """The first safetensors file of ``folder`` whose header holds autobayes checkpoint metadata (a folder that
+    already holds a Bayesian network, e.g. written by ``autobayes convert DIR -o DIR/model.safetensors``), or
+    ``None``. Only headers are read.
+
+    Example:
+        >>> autobayes_weights("bert-tiny/") is None  # doctest: +SKIP
+        True
+    """
+    from ..io.checkpoint import METADATA_KEY
+    from ..io.formats import read_safetensors_metadata
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            if METADATA_KEY in read_safetensors_metadata(path):
+                return path
+        except CheckpointError:
+            continue  # a corrupt file: transformers' own loading reports it
+    return None
 
 
 def _transformers() -> Any:
@@ -67,11 +103,25 @@ def _model_class(name: Any, where: str) -> type:
 
 
 def _read_config(folder: Path) -> Any:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from ..io.formats import first_line
+
     transformers = _transformers()
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError, OSError) as err:
+        raise CheckpointError(f"{str(folder / 'config.json')!r} is not a JSON object ({first_line(err)})") from err
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
+        raise CheckpointError(
+            f"{str(folder / 'config.json')!r} has model_type {model_type!r}, which transformers "
+            f"{transformers.__version__} does not know (custom code is never run: no trust_remote_code); upgrade "
+            f"transformers if the model type is newer, or re-save the model with a transformers class"
+        )
     try:  # trust_remote_code stays False: a config that needs custom code is refused by transformers itself
         return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - ValueError / OSError / KeyError: all mean an unreadable config
-        raise CheckpointError(f"cannot read the Hugging Face config of {str(folder)!r}: {err}") from err
+        raise CheckpointError(f"cannot read the Hugging Face config of {str(folder)!r}: {first_line(err)}") from err
 
 
 def _architecture(config: Any, folder: Path) -> type:
@@ -84,19 +134,107 @@ def _architecture(config: Any, folder: Path) -> type:
     return _model_class(names[0], f"{str(folder / 'config.json')!r}")
 
 
-def load_pretrained(folder: Any) -> nn.Module:
-    """The deterministic ``transformers`` model saved in ``folder`` by ``save_pretrained``, in eval mode.
+@dataclass
+class Pretrained:
+    """A model read by :func:`read_pretrained`, with the weights it did not take from the folder.
+
+    Attributes:
+        model: the deterministic ``transformers`` model, in eval mode.
+        resized_head: keys of the label head re-initialised for ``num_labels`` (random weights).
+        missing: keys absent from the folder's weights, randomly initialised (only with ``allow_missing``).
+    """
+
+    model: nn.Module
+    resized_head: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _transformers_quiet(progress: bool) -> Iterator[None]:
+    """transformers' load report off (autobayes checks the keys itself), its progress bars off unless
+    ``progress``; both restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _head_keys(cls: type, config: Any, num_labels: int) -> List[str]:
+    """The keys whose shapes change when ``config`` gets ``num_labels`` labels (the label head), found on models
+    built on the meta device (no memory, no initialisation)."""
+    import copy
+
+    resized = copy.deepcopy(config)
+    resized.num_labels = num_labels
+    with torch.device("meta"):
+        old, new = cls(config).state_dict(), cls(resized).state_dict()
+    return [k for k, v in new.items() if k in old and tuple(old[k].shape) != tuple(v.shape)]
+
+
+def _check_loading(info: Mapping[str, Any], folder: Path, cls: type, resized: List[str],
+                   allow_missing: bool) -> List[str]:
+    """Refuse weights that do not fit the model (as :func:`autobayes.io.load_checked` does for a state dict);
+    the missing keys allowed by ``allow_missing`` are returned."""
+    from ..io.state_dict import StateDictMismatch
+
+    mismatch = StateDictMismatch(
+        missing=sorted(k for k in info["missing_keys"] if k not in resized),
+        unexpected=sorted(info["unexpected_keys"]),
+        shape_mismatches=sorted((k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"] if k not in resized),
+    )
+    allowed = mismatch.missing if allow_missing else []
+    if allow_missing:
+        mismatch.missing = []
+    if mismatch:
+        fix = " or pass --allow-missing-keys (allow_missing=True) to keep them randomly initialised" \
+            if mismatch.missing and not (mismatch.unexpected or mismatch.shape_mismatches) else ""
+        raise CheckpointError(
+            f"the weights of {str(folder)!r} do not match its {cls.__name__} (config.json): "
+            f"{mismatch.describe(limit=3)}; re-save the folder with model.save_pretrained(DIR){fix}"
+        )
+    return allowed
+
+
+def read_pretrained(folder: Any, *, num_labels: Optional[int] = None, allow_missing: bool = False,
+                    progress: bool = True) -> Pretrained:
+    """The deterministic ``transformers`` model saved in ``folder`` by ``save_pretrained``, checked key by key.
 
     Offline only (``local_files_only=True``), the class of ``config.architectures[0]`` from the
-    ``transformers`` namespace (never ``trust_remote_code``), weights from safetensors only.
+    ``transformers`` namespace (never ``trust_remote_code``), weights from safetensors only (one file or shards
+    with their index). Every weight of the model must come from the folder with its shape, and every weight in
+    the folder must belong to the model: the error names the count and the first keys, as
+    :func:`autobayes.io.load_checked` does.
+
+    Args:
+        folder: the ``save_pretrained`` folder.
+        num_labels: a label-head model (:func:`has_label_head`) with another number of labels: the head is
+            re-initialised (random weights, listed in :attr:`Pretrained.resized_head`), as transformers'
+            ``num_labels=...`` with ``ignore_mismatched_sizes=True`` does.
+        allow_missing: keep weights absent from the folder randomly initialised (listed in
+            :attr:`Pretrained.missing`, with a warning) instead of refusing the folder.
+        progress: show transformers' "Loading weights" progress bar.
 
     Raises:
-        CheckpointError: no ``config.json``, weights not in safetensors, an unknown class, or files transformers
-            cannot read.
+        CheckpointError: no ``config.json``, weights not in safetensors, a folder already holding an autobayes
+            checkpoint, an unknown class or model type, weights that do not fit, or files transformers cannot read.
+        ConfigError: ``num_labels`` for a model without a label head.
 
     Example:
-        >>> model = load_pretrained("gpt2-tiny/")  # doctest: +SKIP
+        >>> loaded = read_pretrained("bert-tiny/", num_labels=5)  # doctest: +SKIP
+        >>> loaded.resized_head  # doctest: +SKIP
+        ['classifier.weight', 'classifier.bias']
     """
+    from ..errors import ConfigError
+    from ..io.formats import first_line
+
     folder = Path(folder)
     if not is_hf_folder(folder):
         raise CheckpointError(f"{str(folder)!r} is not a Hugging Face model folder (no config.json in it)")
@@ -107,13 +245,43 @@ def load_pretrained(folder: Any) -> nn.Module:
             f"{str(folder)!r} holds no model.safetensors{found}; re-save the model with "
             f"model.save_pretrained(DIR) (safetensors is its default format)"
         )
+    bayesian = autobayes_weights(folder)
+    if bayesian is not None:
+        raise CheckpointError(
+            f"{str(bayesian)!r} is already a Bayesian (autobayes) checkpoint, not Hugging Face weights to convert; "
+            f"describe it with `autobayes inspect {bayesian}`, load it with autobayes.load({str(bayesian)!r})"
+        )
     config = _read_config(folder)
     cls = _architecture(config, folder)
-    try:
-        model = cls.from_pretrained(str(folder), config=config, local_files_only=True, use_safetensors=True)
-    except Exception as err:  # noqa: BLE001 - whatever transformers raises means the folder cannot be loaded
-        raise CheckpointError(f"cannot load the {cls.__name__} of {str(folder)!r}: {err}") from err
-    return model.eval()
+    resized: List[str] = []
+    if num_labels is not None and not has_label_head(cls.__name__):
+        raise ConfigError(f"--num-classes (num_labels) sizes a label head; {cls.__name__} of {str(folder)!r} has "
+                          f"none: drop --num-classes")
+    if num_labels is not None and num_labels != config.num_labels:
+        resized = _head_keys(cls, config, num_labels)
+        config.num_labels = num_labels
+    with _transformers_quiet(progress):
+        try:
+            model, info = cls.from_pretrained(str(folder), config=config, local_files_only=True, use_safetensors=True,
+                                              ignore_mismatched_sizes=True, output_loading_info=True)
+        except Exception as err:  # noqa: BLE001 - whatever transformers raises means the folder cannot be loaded
+            raise CheckpointError(f"cannot load the {cls.__name__} of {str(folder)!r}: {first_line(err)}") from err
+    missing = _check_loading(info, folder, cls, resized, allow_missing)
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        warnings.warn(f"{len(missing)} weights of the {cls.__name__} are missing from {str(folder)!r} and keep their "
+                      f"random initialisation (allowed by --allow-missing-keys): {shown}", stacklevel=2)
+    return Pretrained(model.eval(), resized, missing)
+
+
+def load_pretrained(folder: Any, **options: Any) -> nn.Module:
+    """The deterministic ``transformers`` model saved in ``folder`` by ``save_pretrained``, in eval mode (see
+    :func:`read_pretrained` for the checks and ``options``).
+
+    Example:
+        >>> model = load_pretrained("gpt2-tiny/")  # doctest: +SKIP
+    """
+    return read_pretrained(folder, **options).model
 
 
 def build_from_config(cls: type, config: Mapping[str, Any],

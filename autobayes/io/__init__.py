@@ -6,11 +6,12 @@
 * :mod:`~autobayes.io.state_dict`: deterministic checkpoints, :func:`load_state_dict_file` (never unpickling
   code), :func:`check_state_dict` and :func:`load_checked`.
 * :mod:`~autobayes.io.files`: :func:`atomic_output` and :func:`check_output`, through which every file autobayes
-  writes goes; :mod:`~autobayes.io.formats`: file-type sniffing and raw safetensors access.
+  writes goes, and :func:`check_inputs_untouched`, the rule that no output replaces an input;
+  :mod:`~autobayes.io.formats`: file-type sniffing and raw safetensors access.
 """
 
 from .checkpoint import FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, load, save
-from .files import OutputExistsError, PathLike, atomic_output, check_output
+from .files import InputOverwriteError, OutputExistsError, PathLike, atomic_output, check_inputs_untouched, check_output
 from .formats import tensors_for_saving as _tensors_for_saving  # noqa: F401 - tests/test_io.py imports it from here
 from .info import CheckpointInfo, read_checkpoint_info
 from .state_dict import (
@@ -34,6 +35,8 @@ __all__ = [
     "atomic_output",
     "check_output",
     "OutputExistsError",
+    "InputOverwriteError",
+    "check_inputs_untouched",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "METADATA_KEY",

@@ -44,6 +44,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -73,11 +74,14 @@ CONVERT_HINT = ("to turn a deterministic checkpoint into an autobayes checkpoint
                 "`autobayes convert SOURCE -o OUT.safetensors --arch ARCH`")
 
 
-def _versions() -> Dict[str, str]:
+def _versions(bnn: nn.Module) -> Dict[str, str]:
+    """The versions that build the network again: a ``transformers`` model's (and PEFT's) too."""
     from .. import __version__
+    from ..hf.inputs import is_hf_model
 
     versions = {"autobayes": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for name in ("torchvision", "timm", "safetensors"):
+    extra = [n for n in ("transformers", "peft") if n in sys.modules] if is_hf_model(bnn) else []
+    for name in ("torchvision", "timm", "safetensors", *extra):
         try:
             versions[name] = __import__(name).__version__
         except Exception:  # optional packages; absence is fine
@@ -189,7 +193,7 @@ def save(
         "filter_fn_accepted": _filter_fn_accepted(config, arch),
         "bayesify": _bayesify_options(bnn),
         "bayesian_layers": layers,
-        "versions": _versions(),
+        "versions": _versions(bnn),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metadata": dict(metadata or {}),
     }

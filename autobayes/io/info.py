@@ -12,6 +12,7 @@ from ..errors import CheckpointError
 from .checkpoint import open_checkpoint, parse_spec
 from .files import PathLike
 from .formats import first_line, read_safetensors_metadata
+from ..hf.io import has_label_head
 
 __all__ = ["CheckpointInfo", "read_checkpoint_info"]
 
@@ -61,6 +62,9 @@ class CheckpointInfo:
             lines.insert(4, f"  tied tensors:    {len(tied)} stored once: "
                             f"{_short_list([f'{k} = {v}' for k, v in tied.items()], 3)}")
         lines[3:3] = _hf_lines(spec["arch"]) if _is_hf(spec["arch"]) else _data_lines(spec)
+        adapter = _adapter_line(spec.get("bayesify") or {})
+        if adapter:
+            lines.insert(3, adapter)
         shown = {k: v for k, v in (spec.get("metadata") or {}).items() if k not in ("dataset", "preprocessing")}
         if shown:  # the data set and the preprocessing are described above
             lines.append(f"  metadata:        {json.dumps(shown)}")
@@ -80,6 +84,20 @@ def _architecture(arch: Mapping[str, Any]) -> str:
     return f"{arch['arch']}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
+def _adapter_line(options: Mapping[str, Any]) -> str:
+    """``adapter: lora (rank 8, alpha 16) ...`` for a checkpoint converted with ``bayesify(adapter=...)``."""
+    adapter = options.get("adapter")
+    if not adapter:
+        return ""
+    sizes = ", ".join(f"{k} {options[k]:g}" for k in ("rank", "alpha") if isinstance(options.get(k), (int, float)))
+    return (f"  adapter:         {adapter}{f' ({sizes})' if sizes else ''}: the low-rank factors are Bayesian, the "
+            f"base weights stay deterministic")
+
+
+def _plural(n: int, word: str, words: str) -> str:
+    return f"{n} {word if n == 1 else words}"
+
+
 def _hf_lines(arch: Mapping[str, Any]) -> List[str]:
     """The sizes a ``transformers`` config records: vocabulary, width, layers, labels."""
     config = (arch.get("kwargs") or {}).get("config") or {}
@@ -88,9 +106,10 @@ def _hf_lines(arch: Mapping[str, Any]) -> List[str]:
     sizes = ", ".join(f"{k}={config[k]}" for k in keys if config.get(k) is not None)
     lines = [f"  config:          {sizes}"] if sizes else []
     labels = config.get("id2label") or {}
-    if len(labels) and str(arch["arch"]).endswith(("SequenceClassification", "TokenClassification")):
+    if len(labels) and has_label_head(arch["arch"]):
         names = [str(labels[k]) for k in sorted(labels, key=lambda k: int(k) if str(k).isdigit() else 0)]
-        lines.append(f"  labels:          {len(names)}: {_short_list(names, 10)}")
+        task = " (regression)" if config.get("problem_type") == "regression" else ""
+        lines.append(f"  labels:          {len(names)}{task}: {_short_list(names, 10)}")
     return lines
 
 
@@ -112,7 +131,11 @@ def _data_lines(spec: Mapping[str, Any]) -> List[str]:
             task += f"; targets standardised, y = {info.target_mean:.6g} + {info.target_std:.6g} * output"
     else:
         names = f": {_short_list(info.class_names, 10)}" if info.class_names else " (class names not recorded)"
-        task = f"classification, {info.num_classes} classes{names}"
+        task = f"classification, {_plural(info.num_classes, 'class', 'classes')}{names}"
+        if info.num_classes == 1:  # one output is no classifier of classes: say what the head is
+            task = "classification, 1 output (a single logit)" if known_task else \
+                "1 output (a single logit, or a regression: record which with `autobayes convert --task`)"
+            known_task = True  # what is unknown is said above
     lines = [f"  task:            {task}" + ("" if known_task else " (assumed: not recorded)")]
     if info.image_size is not None:
         shape = f"{info.in_channels}x{info.image_size}x{info.image_size} images"
