@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..hf.io import is_hf_folder
 
+    from ..io.checkpoint import folder_checkpoint
+
     path = Path(args.target)
-    if is_hf_folder(path):
+    if is_hf_folder(path) and folder_checkpoint(path) is None:  # a Bayesian model's folder is a checkpoint
         return _inspect_hf_folder(path, args)
     if path.exists() or _looks_like_path(args.target):
         if not path.exists():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from torch import nn
@@ -126,8 +127,10 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     key = (base, root, tuple(sorted(attrs)))
     cls = _DERIVED.get(key)
     if cls is None:
-        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], *_generate(base), _Derived, base)
+        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], *_hf_mixins(base), _Derived, base)
         namespace: Dict[str, Any] = {name: _PosteriorAttribute(name) for name in key[2]}
+        if root is not None:  # the root's forward takes (*args, **kwargs) but shows the model's own signature
+            namespace.update(forward=_signed_forward(ROOTS[root].forward, base), __signature__=_RootSignature())
         namespace.update({BASE_CLASS: base, ROOT_MIXIN: root, POSTERIOR_ATTRS: key[2], "__module__": base.__module__})
         cls = type(base)("Bayesian" + base.__name__, bases, namespace)  # not "Bayes...": those are autobayes.nn
         cls.__qualname__ = "Bayesian" + base.__qualname__
@@ -135,12 +138,40 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     return cls
 
 
-def _generate(base: type) -> Tuple[type, ...]:
-    """The mixin giving a converted ``transformers`` model that can generate a working ``generate`` (see
-    :mod:`autobayes.hf.generate`), or nothing."""
+def _hf_mixins(base: type) -> Tuple[type, ...]:
+    """The root mixins of ``transformers``' classes: the guard that stops a plain ``transformers.Trainer``
+    (every root: Trainer takes any module), ``save_pretrained`` for a ``PreTrainedModel``
+    (:mod:`autobayes.hf.pretrained`) and ``generate`` for a model that can generate (:mod:`autobayes.hf.generate`)."""
     from ..hf.generate import GenerateRoot, can_generate
+    from ..hf.pretrained import PretrainedRoot, is_pretrained_class
+    from ..hf.trainer_guard import TrainerGuard
 
-    return (GenerateRoot,) if can_generate(base) else ()
+    return ((GenerateRoot,) if can_generate(base) else ()) + (
+        (PretrainedRoot,) if is_pretrained_class(base) else ()) + (TrainerGuard,)
+
+
+def _signed_forward(root_forward: Any, base: type) -> Any:
+    """``root_forward`` (``(self, *args, **kwargs)``) showing the signature and docstring of ``base.forward``:
+    what ``transformers.Trainer``'s column pruning, accelerate, PEFT and pipelines read with
+    ``inspect.signature(model.forward)``."""
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return root_forward(self, *args, **kwargs)
+
+    try:
+        forward.__signature__ = inspect.signature(base.forward)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):  # a builtin or C forward: keep (*args, **kwargs)
+        pass
+    forward.__doc__ = root_forward.__doc__ or base.forward.__doc__
+    forward.__qualname__ = f"Bayesian{base.__qualname__}.forward"
+    return forward
+
+
+class _RootSignature:
+    """``inspect.signature(bnn)`` of a converted root: its forward's, the model's own arguments (a class-level
+    lookup gives ``None``, so ``inspect.signature(type(bnn))`` still shows the constructor's)."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return None if obj is None else inspect.signature(obj.forward)
 
 
 def _derivation(cls: type) -> Tuple[type, Optional[str], Tuple[str, ...]]:

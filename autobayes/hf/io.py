@@ -92,12 +92,14 @@ def load_pretrained(folder: Any) -> nn.Module:
 
     Raises:
         CheckpointError: no ``config.json``, weights not in safetensors, an unknown class, or files transformers
-            cannot read.
+            cannot read; or a folder written by a Bayesian model's ``save_pretrained`` (already Bayesian: its
+            ``autobayes.safetensors`` is read by :func:`autobayes.load`).
 
     Example:
         >>> model = load_pretrained("gpt2-tiny/")  # doctest: +SKIP
     """
     folder = Path(folder)
+    _refuse_bayesian(folder)
     if not is_hf_folder(folder):
         raise CheckpointError(f"{str(folder)!r} is not a Hugging Face model folder (no config.json in it)")
     if not any((folder / name).is_file() for name in _WEIGHTS):
@@ -114,6 +116,20 @@ def load_pretrained(folder: Any) -> nn.Module:
     except Exception as err:  # noqa: BLE001 - whatever transformers raises means the folder cannot be loaded
         raise CheckpointError(f"cannot load the {cls.__name__} of {str(folder)!r}: {err}") from err
     return model.eval()
+
+
+def _refuse_bayesian(folder: Path) -> None:
+    """A folder written by ``bnn.save_pretrained`` holds a Bayesian network: converting its posterior means
+    afresh would drop the learned variances, so it is refused with what to do instead."""
+    from ..io.checkpoint import FOLDER_CHECKPOINT, folder_checkpoint
+
+    if folder_checkpoint(folder) is not None:
+        raise CheckpointError(
+            f"{str(folder)!r} holds a Bayesian network already ({FOLDER_CHECKPOINT}, written by save_pretrained): "
+            f"read it with autobayes.load({str(folder)!r}) or `autobayes inspect {folder}`. To start a new "
+            f"posterior from its posterior means deliberately: "
+            f"autobayes.bayesify(AutoModel.from_pretrained({str(folder)!r}))"
+        )
 
 
 def build_from_config(cls: type, config: Mapping[str, Any],

@@ -59,8 +59,8 @@ from .formats import first_line, read_safetensors, sniff, tensors_for_saving, ti
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
 from .ties import retie, tied_entry
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "open_checkpoint",
-           "parse_spec"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "FOLDER_CHECKPOINT", "save", "load",
+           "load_state", "open_checkpoint", "parse_spec", "folder_checkpoint"]
 
 #: Value of ``"format"`` in the checkpoint's JSON header.
 FORMAT_NAME = "autobayes.bnn"
@@ -69,6 +69,9 @@ FORMAT_VERSION = 1
 #: safetensors header-metadata key holding the JSON document.
 METADATA_KEY = "autobayes"
 #: What to do with a deterministic checkpoint given where an autobayes checkpoint is expected.
+#: The autobayes checkpoint inside a model folder (``bnn.save_pretrained(DIR)``, ``BayesTrainer`` checkpoints):
+#: :func:`load` and :func:`open_checkpoint` given the folder read this file.
+FOLDER_CHECKPOINT = "autobayes.safetensors"
 CONVERT_HINT = ("to turn a deterministic checkpoint into an autobayes checkpoint, run "
                 "`autobayes convert SOURCE -o OUT.safetensors --arch ARCH`")
 
@@ -236,16 +239,29 @@ def parse_spec(path: Path, metadata: Mapping[str, str]) -> Dict[str, Any]:
     return spec
 
 
+def folder_checkpoint(path: PathLike) -> Optional[Path]:
+    """The autobayes checkpoint of a model folder (``DIR/autobayes.safetensors``, written by
+    ``bnn.save_pretrained(DIR)``), or ``None`` when ``path`` is not a folder holding one.
+
+    Example:
+        >>> folder_checkpoint("runs/digits/best.safetensors") is None
+        True
+    """
+    path = Path(path)
+    return path / FOLDER_CHECKPOINT if path.is_dir() and (path / FOLDER_CHECKPOINT).is_file() else None
+
+
 def open_checkpoint(path: PathLike) -> Path:
     """``path``, once it is known to be a safetensors file; otherwise a :class:`CheckpointError` saying what it is
-    (missing, truncated, a ``torch.save`` file: convert it, something else).
+    (missing, truncated, a ``torch.save`` file: convert it, something else). A folder holding an autobayes
+    checkpoint (:func:`folder_checkpoint`) gives that file.
 
     Example:
         >>> open_checkpoint("model.pt")  # doctest: +SKIP
         Traceback (most recent call last):
         autobayes.errors.CheckpointError: 'model.pt' is a torch.save file, not an autobayes checkpoint ...
     """
-    path = require_file(path, "checkpoint")
+    path = folder_checkpoint(path) or require_file(path, "checkpoint")
     kind = sniff(path)
     if kind == "truncated":
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt (its safetensors header is cut short)")
@@ -265,11 +281,42 @@ def _rebuild_config(spec: Mapping[str, Any]) -> BayesConfig:
     return BayesConfig.from_dict(data)
 
 
+def _load_tensors(bnn: nn.Module, path: Path, spec: Mapping[str, Any], tensors: Dict[str, Any], strict: bool,
+                  hint: str = "") -> None:
+    """Load a checkpoint's ``tensors`` into ``bnn``, giving tied keys their stored tensor and restoring ties."""
+    tied = tied_entry(path, spec, tensors)
+    tensors.update({key: tensors[first] for key, first in tied.items()})
+    if strict:
+        load_checked(bnn, tensors, f"checkpoint {str(path)!r}", hint)
+    else:
+        mismatch = check_state_dict(bnn, tensors)
+        if mismatch.shape_mismatches:
+            only_shapes = StateDictMismatch(shape_mismatches=mismatch.shape_mismatches)
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match the architecture: {only_shapes.describe()}{hint}")
+        bnn.load_state_dict(tensors, strict=False)
+    retie(bnn, tied)
+
+
+def load_state(bnn: nn.Module, path: PathLike) -> nn.Module:
+    """Load the state of the autobayes checkpoint ``path`` (a file, or a folder holding one) into the Bayesian
+    network ``bnn`` of the same architecture, strictly, in place (no rebuild: what ``BayesTrainer`` does to resume
+    or to load the best checkpoint). Returns ``bnn``.
+
+    Example:
+        >>> autobayes.io.load_state(bnn, "out/checkpoint-20")  # doctest: +SKIP
+    """
+    path = open_checkpoint(path)
+    tensors, metadata = read_safetensors(path, device="cpu")
+    spec = parse_spec(path, metadata)
+    _load_tensors(bnn, path, spec, tensors, strict=True)  # load_state_dict copies onto bnn's devices
+    return bnn
+
+
 def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bool = True) -> nn.Module:
     """Rebuild a Bayesian network saved by :func:`save`: architecture, configuration and state.
 
     Args:
-        path: an autobayes ``.safetensors`` checkpoint.
+        path: an autobayes ``.safetensors`` checkpoint, or a folder holding one (``bnn.save_pretrained(DIR)``).
         device: where to put the tensors.
         strict: require the checkpoint's keys and shapes to match the rebuilt network exactly (default).
 
@@ -307,17 +354,7 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         f" (the file was written with {', '.join(f'{k} {v}' for k, v in spec.get('versions', {}).items())}; "
         f"a different autobayes / torchvision / timm version may build the architecture differently)"
     )
-    tied = tied_entry(path, spec, tensors)
-    tensors.update({key: tensors[first] for key, first in tied.items()})
-    if strict:
-        load_checked(bnn, tensors, f"checkpoint {str(path)!r}", hint)
-    else:
-        mismatch = check_state_dict(bnn, tensors)
-        if mismatch.shape_mismatches:
-            only_shapes = StateDictMismatch(shape_mismatches=mismatch.shape_mismatches)
-            raise CheckpointError(f"checkpoint {str(path)!r} does not match the architecture: {only_shapes.describe()}{hint}")
-        bnn.load_state_dict(tensors, strict=False)
-    retie(bnn, tied)
+    _load_tensors(bnn, path, spec, tensors, strict, hint)
     bnn.autobayes_arch = dict(spec["arch"])
     bnn.autobayes_checkpoint = spec
     bnn.to(device)
