@@ -41,6 +41,7 @@ from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
 from .. import metrics
 from ..checks import check_int
 from ..errors import ConfigError
+from ..fx.derive import base_class
 from ..io.checkpoint import FOLDER_CHECKPOINT, load_state, save
 from ..losses import CategoricalELBO, ELBOTerms
 from ..training.optim import beta_schedule
@@ -49,6 +50,18 @@ from .pretrained import is_pretrained_class
 from .trainer_guard import building_bayes_trainer
 
 __all__ = ["BayesTrainer"]
+
+
+def _shifts_labels(model: nn.Module) -> bool:
+    """Whether ``model`` is a causal LM whose labels are its inputs, shifted inside the model (``transformers``'
+    convention): a class of the causal-LM auto mapping or with a causal-LM loss, not an encoder-decoder."""
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return False
+    return (base_class(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+            or LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss)
 
 
 class BayesTrainer(transformers.Trainer):
@@ -179,7 +192,7 @@ class BayesTrainer(transformers.Trainer):
         out: Dict[str, Any] = {"count": entropy.shape[0], "entropy": entropy[mask], "mi": mi[mask]}
         if labels is not None:
             labels = labels.cpu()
-            if getattr(self, "_loss_shifts_labels", False):  # logits[t] predict labels[t + 1] (causal LM)
+            if _shifts_labels(model):  # logits[t] predict labels[t + 1]
                 probs, labels = probs[:, :-1], labels[:, 1:]
             keep = labels != -100
             out.update(target_probs=probs[keep], targets=labels[keep])
