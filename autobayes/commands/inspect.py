@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..hf.io import is_hf_folder
 
-    from ..io.checkpoint import folder_checkpoint
+    from ..io.files import folder_checkpoint
 
     path = Path(args.target)
     if is_hf_folder(path) and folder_checkpoint(path) is None:  # a Bayesian model's folder is a checkpoint

@@ -11,7 +11,11 @@ A converted module keeps its class's methods and attributes: its class becomes a
   graph of the current mode and input structure. All return :class:`~autobayes.fx.runtime.BayesOutput`, and run
   the forward inside :func:`~autobayes.nn.parameter.shared_draws` (one draw per posterior per forward). A
   ``transformers`` model that can generate also gets :class:`autobayes.hf.generate.GenerateRoot` (``generate``
-  with one posterior draw per call).
+  with one posterior draw per call), a ``transformers.PreTrainedModel`` a ``save_pretrained`` writing posterior
+  means and an autobayes checkpoint (:mod:`autobayes.hf.pretrained`), and every root the guard that stops a plain
+  ``transformers.Trainer`` at construction (:mod:`autobayes.hf.trainer_guard`). The root's ``forward`` shows the
+  model's own signature (``inspect.signature(bnn.forward)`` and ``inspect.signature(bnn)``), which
+  ``transformers.Trainer``'s column pruning, accelerate, PEFT and pipelines read.
 
 Derived classes are cached and never named at module level: an instance pickles and deep-copies as
 ``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
@@ -22,7 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -30,7 +34,8 @@ from ..config import BayesConfig
 from ..nn.parameter import shared_draws
 from .runtime import BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, total_kl
 
-__all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS"]
+__all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS",
+           "ROOT_MIXINS"]
 
 
 class _PosteriorAttribute:
@@ -138,16 +143,20 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     return cls
 
 
+#: ``(applies to base class?, root mixin)`` pairs registered by other modules: :mod:`autobayes.hf.pretrained`
+#: adds ``save_pretrained`` to converted ``transformers.PreTrainedModel`` classes this way (it imports this module).
+ROOT_MIXINS: List[Tuple[Callable[[type], bool], type]] = []
+
+
 def _hf_mixins(base: type) -> Tuple[type, ...]:
-    """The root mixins of ``transformers``' classes: the guard that stops a plain ``transformers.Trainer``
-    (every root: Trainer takes any module), ``save_pretrained`` for a ``PreTrainedModel``
-    (:mod:`autobayes.hf.pretrained`) and ``generate`` for a model that can generate (:mod:`autobayes.hf.generate`)."""
+    """The root mixins for ``base``: ``generate`` for a ``transformers`` model that can generate
+    (:mod:`autobayes.hf.generate`), the registered :data:`ROOT_MIXINS` that apply, and on every root the guard that
+    stops a plain ``transformers.Trainer`` at construction (:mod:`autobayes.hf.trainer_guard`)."""
     from ..hf.generate import GenerateRoot, can_generate
-    from ..hf.pretrained import PretrainedRoot, is_pretrained_class
     from ..hf.trainer_guard import TrainerGuard
 
-    return ((GenerateRoot,) if can_generate(base) else ()) + (
-        (PretrainedRoot,) if is_pretrained_class(base) else ()) + (TrainerGuard,)
+    registered = tuple(mixin for applies, mixin in ROOT_MIXINS if applies(base))
+    return ((GenerateRoot,) if can_generate(base) else ()) + registered + (TrainerGuard,)
 
 
 def _signed_forward(root_forward: Any, base: type) -> Any:

@@ -121,7 +121,7 @@ def load_pretrained(folder: Any) -> nn.Module:
 def _refuse_bayesian(folder: Path) -> None:
     """A folder written by ``bnn.save_pretrained`` holds a Bayesian network: converting its posterior means
     afresh would drop the learned variances, so it is refused with what to do instead."""
-    from ..io.checkpoint import FOLDER_CHECKPOINT, folder_checkpoint
+    from ..io.files import FOLDER_CHECKPOINT, folder_checkpoint
 
     if folder_checkpoint(folder) is not None:
         raise CheckpointError(

@@ -18,7 +18,8 @@
 
 The means are stored twice (``model.safetensors`` and the checkpoint): the folder is about twice the size of
 the deterministic model's, plus the variances. ``Trainer.save_model`` and every ``BayesTrainer`` checkpoint
-write this folder. Nothing here imports ``transformers`` at import time.
+write this folder. :class:`PretrainedRoot` is registered in :data:`autobayes.fx.derive.ROOT_MIXINS` when this
+module is imported (``import autobayes`` does). Nothing here imports ``transformers`` at import time.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..io.checkpoint import FOLDER_CHECKPOINT
+from ..fx.derive import ROOT_MIXINS
+from ..io.files import FOLDER_CHECKPOINT
 
 __all__ = ["PretrainedRoot", "is_pretrained_class", "posterior_mean_model", "CONFIG_MARKER"]
 
@@ -116,3 +118,6 @@ class PretrainedRoot:
         from ..io.checkpoint import load
 
         return load(pretrained_model_name_or_path, device=kwargs.get("device", "cpu"))
+
+
+ROOT_MIXINS.append((is_pretrained_class, PretrainedRoot))  # every converted transformers model gets it

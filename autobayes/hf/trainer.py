@@ -42,7 +42,8 @@ from .. import metrics
 from ..checks import check_int
 from ..errors import ConfigError
 from ..fx.derive import base_class
-from ..io.checkpoint import FOLDER_CHECKPOINT, load_state, save
+from ..io.checkpoint import load_state, save
+from ..io.files import FOLDER_CHECKPOINT
 from ..losses import CategoricalELBO, ELBOTerms
 from ..training.optim import beta_schedule
 from ..uncertainty import ClassificationSummary, predict

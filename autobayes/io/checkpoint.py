@@ -54,13 +54,13 @@ from ..config import BayesConfig
 from ..errors import AutobayesError, CheckpointError
 from ..fx.routes import INPUT_SPEC, inputs_from_spec
 from .arch import arch_spec, build_deterministic
-from .files import PathLike, atomic_output, require_file
+from .files import FOLDER_CHECKPOINT, PathLike, atomic_output, folder_checkpoint, require_file
 from .formats import first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
 from .ties import retie, tied_entry
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "FOLDER_CHECKPOINT", "save", "load",
-           "load_state", "open_checkpoint", "parse_spec", "folder_checkpoint"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "load_state",
+           "open_checkpoint", "parse_spec"]
 
 #: Value of ``"format"`` in the checkpoint's JSON header.
 FORMAT_NAME = "autobayes.bnn"
@@ -69,9 +69,6 @@ FORMAT_VERSION = 1
 #: safetensors header-metadata key holding the JSON document.
 METADATA_KEY = "autobayes"
 #: What to do with a deterministic checkpoint given where an autobayes checkpoint is expected.
-#: The autobayes checkpoint inside a model folder (``bnn.save_pretrained(DIR)``, ``BayesTrainer`` checkpoints):
-#: :func:`load` and :func:`open_checkpoint` given the folder read this file.
-FOLDER_CHECKPOINT = "autobayes.safetensors"
 CONVERT_HINT = ("to turn a deterministic checkpoint into an autobayes checkpoint, run "
                 "`autobayes convert SOURCE -o OUT.safetensors --arch ARCH`")
 
@@ -237,18 +234,6 @@ def parse_spec(path: Path, metadata: Mapping[str, str]) -> Dict[str, Any]:
         if not isinstance(spec.get(key), dict):
             raise CheckpointError(f"checkpoint {str(path)!r} has a corrupt autobayes header (no {key!r} entry)")
     return spec
-
-
-def folder_checkpoint(path: PathLike) -> Optional[Path]:
-    """The autobayes checkpoint of a model folder (``DIR/autobayes.safetensors``, written by
-    ``bnn.save_pretrained(DIR)``), or ``None`` when ``path`` is not a folder holding one.
-
-    Example:
-        >>> folder_checkpoint("runs/digits/best.safetensors") is None
-        True
-    """
-    path = Path(path)
-    return path / FOLDER_CHECKPOINT if path.is_dir() and (path / FOLDER_CHECKPOINT).is_file() else None
 
 
 def open_checkpoint(path: PathLike) -> Path:
