@@ -173,7 +173,8 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64, num_labels=len(FAMILIES))
+                                     intermediate_size=128, max_position_embeddings=64, num_labels=len(FAMILIES),
+                                     id2label=dict(enumerate(FAMILIES)), label2id={f: i for i, f in enumerate(FAMILIES)})
     model = transformers.BertForSequenceClassification(config)
     common = dict(per_device_train_batch_size=32, report_to=[], use_cpu=True, disable_tqdm=True, seed=args.seed,
                   logging_strategy="epoch")
