@@ -39,8 +39,6 @@ Measured (Python 3.11, torch 2.14.1, transformers 5.25, one thread of a shared, 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import random
 import re
 import time
@@ -52,6 +50,7 @@ import torch
 
 import autobayes
 from autobayes import metrics
+from autobayes.data.docstrings import module_docstrings
 
 FAMILIES = {
     "text": "string re textwrap difflib unicodedata codecs html.parser stringprep gettext locale shlex csv",
@@ -66,30 +65,12 @@ WORD = re.compile(r"[a-z]+")
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]"]
 
 
-def docstrings(module_name: str) -> list:
-    """The docstrings of a module and of its public classes, functions and methods (over 40 characters)."""
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return []
-    objects = [module]
-    for name, obj in sorted(vars(module).items()):
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
-            continue
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            objects.append(obj)
-            if inspect.isclass(obj):
-                objects.extend(v for k, v in sorted(vars(obj).items()) if not k.startswith("_") and inspect.isfunction(v))
-    docs = (inspect.getdoc(obj) for obj in objects)
-    return [d for d in docs if d and len(d) > 40]
-
-
 def labelled_docstrings() -> list:
     """``(text, family index)`` pairs, each docstring once (the first family that has it)."""
     seen, rows = set(), []
     for label, modules in enumerate(FAMILIES.values()):
         for module in modules.split():
-            for doc in docstrings(module):
+            for doc in module_docstrings(module):
                 if doc not in seen:
                     seen.add(doc)
                     rows.append((doc, label))

@@ -54,7 +54,7 @@ from ..config import BayesConfig
 from ..errors import AutobayesError, CheckpointError
 from ..fx.routes import INPUT_SPEC, inputs_from_spec
 from .arch import arch_spec, build_deterministic
-from .files import FOLDER_CHECKPOINT, PathLike, atomic_output, folder_checkpoint, require_file
+from .files import PathLike, atomic_output, folder_checkpoint, require_file
 from .formats import first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
 from .ties import retie, tied_entry
