@@ -26,14 +26,27 @@ predictive, and the AUROC with which each one's uncertainty (predictive entropy;
 Bayesian model, with the same posterior draws for both sets: :func:`autobayes.score_ood`) separates the
 out-of-distribution prose from held-out docstrings.
 
-Measured (Python 3.11, torch 2.14.1, transformers 5.25, one thread of a shared, busy 2-core CPU, 2026-12-07),
-1,000 docstrings for training, 250 held out, 250 OOD pieces:
+Measured (Python 3.11, torch 2.14.1, transformers 5.25, one thread of a shared, heavily loaded 2-core CPU,
+2026-12-07; wall times there are several times the CPU times given): 1,061 docstrings, 848 for training and
+213 held out (the largest family, networking, is 39% of them), 133 OOD pieces. The model converts by the
+capture route, 70,917 of its 267,781 parameters Bayesian (the 14 linear layers; embeddings and norms stay
+deterministic). On the held-out docstrings:
 
-    --quick (45 s):  deterministic      acc 0.62  NLL 1.02  ECE 0.06   OOD AUROC (entropy) 0.80
-                     posterior mean     acc 0.63  NLL 1.00  ECE 0.05
-                     MC predictive(20)  acc 0.63  NLL 1.00  ECE 0.05   OOD AUROC entropy 0.81, MI 0.70
+    --quick (6 + 2 epochs, 10 draws; 44 s of CPU time)
+      deterministic            acc 0.718  NLL 0.941  ECE 0.116   OOD AUROC: entropy 0.699
+      Bayesian, posterior mean acc 0.728  NLL 0.909  ECE 0.085
+      Bayesian, MC predictive  acc 0.737  NLL 0.897  ECE 0.083   OOD AUROC: entropy 0.713, mutual information 0.709
+    default (12 + 4 epochs, 20 draws; 75 s of CPU time)
+      deterministic            acc 0.793  NLL 0.861  ECE 0.139   OOD AUROC: entropy 0.741
+      Bayesian, posterior mean acc 0.770  NLL 0.982  ECE 0.158
+      Bayesian, MC predictive  acc 0.770  NLL 0.950  ECE 0.147   OOD AUROC: entropy 0.760, mutual information 0.770
 
-(the numbers of the default run are in the README's Hugging Face section.)
+The short fine-tune improves NLL and ECE over its starting point; after the longer pre-training the Bayesian
+fine-tune fits the training docstrings closely (training NLL 0.04) and its held-out NLL is worse than the
+deterministic model's (the best checkpoint, by ``eval_loss``, is its first epoch), while its uncertainty
+separates the OOD prose a little better. ``kl_term`` (about 145 per example here) dominates the loss's value:
+it is the ELBO's price of 70,917 posteriors over 848 examples, most of it from posterior scales narrower than
+the prior's (0.1).
 """
 
 from __future__ import annotations
@@ -169,7 +182,7 @@ def main() -> None:
 
     with warnings.catch_warnings():  # transformers 5 is not fx-traceable: the capture route converts it (the report says)
         warnings.simplefilter("ignore")
-        bnn = autobayes.bayesify(model, prior_loc="weights", prior_scale=0.1, init_scale=1e-3)
+        bnn = autobayes.bayesify(model, prior_loc="weights", prior_scale=0.1, init_scale=2e-2)
     print(f"bayesify: mode={bnn.bayes_report.mode}, {bnn.bayes_report.n_params_converted} of "
           f"{bnn.bayes_report.n_params_total} parameters Bayesian")
     training_args = transformers.TrainingArguments(
