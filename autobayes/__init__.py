@@ -4,6 +4,7 @@ from .adapters import LoRALinear, merge_adapters
 from .api import BayesOutput, bayesify, inspect_model, kl_disabled, use_mean
 from .config import BayesConfig
 from .fx.report import ConversionReport
+from .hf import pretrained as _pretrained  # noqa: F401  (registers save_pretrained for converted transformers models)
 from .io import CheckpointInfo, OutputExistsError, load, load_state_dict_file, read_checkpoint_info, save
 from .errors import (
     AutobayesError,

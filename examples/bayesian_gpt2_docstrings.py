@@ -32,7 +32,6 @@ information 0.0022 and 0.0027 nats (x1.22). ``--quick`` (19 s) barely leaves the
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import time
 from collections import Counter
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 
 import autobayes
+from autobayes.data.docstrings import module_docstrings
 from autobayes.losses import CategoricalELBO
 from autobayes.schedules import LinearWarmupBeta
 
@@ -58,25 +58,10 @@ HELD_OUT_MODULES = "bdb cgitb code colorsys compileall concurrent graphlib inspe
 
 def docstrings(module_names) -> str:
     """The docstrings of the modules and of their public classes, functions and methods, in a fixed order."""
-    import importlib
-
     seen, texts = set(), []
     for module_name in module_names:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:  # e.g. tkinter without Tk: the text is what this Python has
-            continue
-        objects = [module]
-        for name, obj in sorted(vars(module).items()):
-            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
-                continue
-            if inspect.isclass(obj) or inspect.isfunction(obj):
-                objects.append(obj)
-                if inspect.isclass(obj):
-                    objects.extend(v for k, v in sorted(vars(obj).items()) if not k.startswith("_") and inspect.isfunction(v))
-        for obj in objects:
-            doc = inspect.getdoc(obj)
-            if doc and len(doc) > 40 and doc not in seen:
+        for doc in module_docstrings(module_name):
+            if doc not in seen:
                 seen.add(doc)
                 texts.append(doc)
     return "\n\x00\n".join(texts)  # a NUL byte between docstrings

@@ -21,7 +21,8 @@ For the scikit-learn sets the validation set is a stratified (classification) or
 
 The :class:`DatasetInfo` (:mod:`.info`) records what a prediction on new inputs needs; ``autobayes train`` stores
 it in every checkpoint. Each family of sets has its module: :mod:`.sklearn_sets`, :mod:`.torchvision_sets`,
-:mod:`.imagefolder`; this one picks by name.
+:mod:`.imagefolder`; this one picks by name. :mod:`.docstrings` gives the examples real text that is on every
+machine (the standard library's docstrings).
 """
 
 from __future__ import annotations

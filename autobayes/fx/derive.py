@@ -11,7 +11,11 @@ A converted module keeps its class's methods and attributes: its class becomes a
   graph of the current mode and input structure. All return :class:`~autobayes.fx.runtime.BayesOutput`, and run
   the forward inside :func:`~autobayes.nn.parameter.shared_draws` (one draw per posterior per forward). A
   ``transformers`` model that can generate also gets :class:`autobayes.hf.generate.GenerateRoot` (``generate``
-  with one posterior draw per call).
+  with one posterior draw per call), a ``transformers.PreTrainedModel`` a ``save_pretrained`` writing posterior
+  means and an autobayes checkpoint (:mod:`autobayes.hf.pretrained`), and every root the guard that stops a plain
+  ``transformers.Trainer`` at construction (:mod:`autobayes.hf.trainer_guard`). The root's ``forward`` shows the
+  model's own signature (``inspect.signature(bnn.forward)`` and ``inspect.signature(bnn)``), which
+  ``transformers.Trainer``'s column pruning, accelerate, PEFT and pipelines read.
 
 Derived classes are cached and never named at module level: an instance pickles and deep-copies as
 ``new_derived(base, root, attrs)`` plus its state, so unpickling rebuilds the class from its base.
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Tuple
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -29,7 +34,8 @@ from ..config import BayesConfig
 from ..nn.parameter import shared_draws
 from .runtime import BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, total_kl
 
-__all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS"]
+__all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS",
+           "ROOT_MIXINS"]
 
 
 class _PosteriorAttribute:
@@ -126,8 +132,10 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     key = (base, root, tuple(sorted(attrs)))
     cls = _DERIVED.get(key)
     if cls is None:
-        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], *_generate(base), _Derived, base)
+        bases: Tuple[type, ...] = (_Derived, base) if root is None else (ROOTS[root], *_hf_mixins(base), _Derived, base)
         namespace: Dict[str, Any] = {name: _PosteriorAttribute(name) for name in key[2]}
+        if root is not None:  # the root's forward takes (*args, **kwargs) but shows the model's own signature
+            namespace.update(forward=_signed_forward(ROOTS[root].forward, base), __signature__=_RootSignature())
         namespace.update({BASE_CLASS: base, ROOT_MIXIN: root, POSTERIOR_ATTRS: key[2], "__module__": base.__module__})
         cls = type(base)("Bayesian" + base.__name__, bases, namespace)  # not "Bayes...": those are autobayes.nn
         cls.__qualname__ = "Bayesian" + base.__qualname__
@@ -135,12 +143,44 @@ def derive_class(base: type, root: Optional[str] = None, attrs: Sequence[str] = 
     return cls
 
 
-def _generate(base: type) -> Tuple[type, ...]:
-    """The mixin giving a converted ``transformers`` model that can generate a working ``generate`` (see
-    :mod:`autobayes.hf.generate`), or nothing."""
-    from ..hf.generate import GenerateRoot, can_generate
+#: ``(applies to base class?, root mixin)`` pairs registered by other modules: :mod:`autobayes.hf.pretrained`
+#: adds ``save_pretrained`` to converted ``transformers.PreTrainedModel`` classes this way (it imports this module).
+ROOT_MIXINS: List[Tuple[Callable[[type], bool], type]] = []
 
-    return (GenerateRoot,) if can_generate(base) else ()
+
+def _hf_mixins(base: type) -> Tuple[type, ...]:
+    """The root mixins for ``base``: ``generate`` for a ``transformers`` model that can generate
+    (:mod:`autobayes.hf.generate`), the registered :data:`ROOT_MIXINS` that apply, and on every root the guard that
+    stops a plain ``transformers.Trainer`` at construction (:mod:`autobayes.hf.trainer_guard`)."""
+    from ..hf.generate import GenerateRoot, can_generate
+    from ..hf.trainer_guard import TrainerGuard
+
+    registered = tuple(mixin for applies, mixin in ROOT_MIXINS if applies(base))
+    return ((GenerateRoot,) if can_generate(base) else ()) + registered + (TrainerGuard,)
+
+
+def _signed_forward(root_forward: Any, base: type) -> Any:
+    """``root_forward`` (``(self, *args, **kwargs)``) showing the signature and docstring of ``base.forward``:
+    what ``transformers.Trainer``'s column pruning, accelerate, PEFT and pipelines read with
+    ``inspect.signature(model.forward)``."""
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return root_forward(self, *args, **kwargs)
+
+    try:
+        forward.__signature__ = inspect.signature(base.forward)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):  # a builtin or C forward: keep (*args, **kwargs)
+        pass
+    forward.__doc__ = root_forward.__doc__ or base.forward.__doc__
+    forward.__qualname__ = f"Bayesian{base.__qualname__}.forward"
+    return forward
+
+
+class _RootSignature:
+    """``inspect.signature(bnn)`` of a converted root: its forward's, the model's own arguments (a class-level
+    lookup gives ``None``, so ``inspect.signature(type(bnn))`` still shows the constructor's)."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return None if obj is None else inspect.signature(obj.forward)
 
 
 def _derivation(cls: type) -> Tuple[type, Optional[str], Tuple[str, ...]]:

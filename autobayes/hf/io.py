@@ -60,17 +60,20 @@ def has_label_head(name: str) -> bool:
 
 def autobayes_weights(folder: Any) -> Optional[Path]:
     """The first safetensors file of ``folder`` whose header holds autobayes checkpoint metadata (a folder that
-    already holds a Bayesian network, e.g. written by ``autobayes convert DIR -o DIR/model.safetensors``), or
-    ``None``. Only headers are read.
+    already holds a Bayesian network: written by ``bnn.save_pretrained(DIR)``, whose ``autobayes.safetensors``
+    comes first, or e.g. by ``autobayes convert DIR -o DIR/model.safetensors``), or ``None``. Only headers are
+    read.
 
     Example:
         >>> autobayes_weights("bert-tiny/") is None  # doctest: +SKIP
         True
     """
     from ..io.checkpoint import METADATA_KEY
+    from ..io.files import folder_checkpoint
     from ..io.formats import read_safetensors_metadata
 
-    for path in sorted(Path(folder).glob("*.safetensors")):
+    saved = folder_checkpoint(folder)  # bnn.save_pretrained's own checkpoint comes first
+    for path in ([saved] if saved else []) + sorted(Path(folder).glob("*.safetensors")):
         try:
             if METADATA_KEY in read_safetensors_metadata(path):
                 return path
@@ -224,7 +227,9 @@ def read_pretrained(folder: Any, *, num_labels: Optional[int] = None, allow_miss
 
     Raises:
         CheckpointError: no ``config.json``, weights not in safetensors, a folder already holding an autobayes
-            checkpoint, an unknown class or model type, weights that do not fit, or files transformers cannot read.
+            checkpoint (e.g. written by a Bayesian model's ``save_pretrained``: its ``autobayes.safetensors`` is
+            read by :func:`autobayes.load`), an unknown class or model type, weights that do not fit, or files
+            transformers cannot read.
         ConfigError: ``num_labels`` for a model without a label head.
 
     Example:
@@ -236,6 +241,7 @@ def read_pretrained(folder: Any, *, num_labels: Optional[int] = None, allow_miss
     from ..io.formats import first_line
 
     folder = Path(folder)
+    _refuse_bayesian(folder)
     if not is_hf_folder(folder):
         raise CheckpointError(f"{str(folder)!r} is not a Hugging Face model folder (no config.json in it)")
     if not any((folder / name).is_file() for name in _WEIGHTS):
@@ -282,6 +288,20 @@ def load_pretrained(folder: Any, **options: Any) -> nn.Module:
         >>> model = load_pretrained("gpt2-tiny/")  # doctest: +SKIP
     """
     return read_pretrained(folder, **options).model
+
+
+def _refuse_bayesian(folder: Path) -> None:
+    """A folder written by ``bnn.save_pretrained`` holds a Bayesian network: converting its posterior means
+    afresh would drop the learned variances, so it is refused with what to do instead."""
+    from ..io.files import FOLDER_CHECKPOINT, folder_checkpoint
+
+    if folder_checkpoint(folder) is not None:
+        raise CheckpointError(
+            f"{str(folder)!r} holds a Bayesian network already ({FOLDER_CHECKPOINT}, written by save_pretrained): "
+            f"read it with autobayes.load({str(folder)!r}) or `autobayes inspect {folder}`. To start a new "
+            f"posterior from its posterior means deliberately: "
+            f"autobayes.bayesify(AutoModel.from_pretrained({str(folder)!r}))"
+        )
 
 
 def build_from_config(cls: type, config: Mapping[str, Any],

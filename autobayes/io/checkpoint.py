@@ -55,13 +55,13 @@ from ..config import BayesConfig
 from ..errors import AutobayesError, CheckpointError
 from ..fx.routes import INPUT_SPEC, inputs_from_spec
 from .arch import arch_spec, build_deterministic
-from .files import PathLike, atomic_output, require_file
+from .files import PathLike, atomic_output, folder_checkpoint, require_file
 from .formats import first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
 from .ties import retie, tied_entry
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "open_checkpoint",
-           "parse_spec"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "load_state",
+           "open_checkpoint", "parse_spec"]
 
 #: Value of ``"format"`` in the checkpoint's JSON header.
 FORMAT_NAME = "autobayes.bnn"
@@ -242,14 +242,15 @@ def parse_spec(path: Path, metadata: Mapping[str, str]) -> Dict[str, Any]:
 
 def open_checkpoint(path: PathLike) -> Path:
     """``path``, once it is known to be a safetensors file; otherwise a :class:`CheckpointError` saying what it is
-    (missing, truncated, a ``torch.save`` file: convert it, something else).
+    (missing, truncated, a ``torch.save`` file: convert it, something else). A folder holding an autobayes
+    checkpoint (:func:`folder_checkpoint`) gives that file.
 
     Example:
         >>> open_checkpoint("model.pt")  # doctest: +SKIP
         Traceback (most recent call last):
         autobayes.errors.CheckpointError: 'model.pt' is a torch.save file, not an autobayes checkpoint ...
     """
-    path = require_file(path, "checkpoint")
+    path = folder_checkpoint(path) or require_file(path, "checkpoint")
     kind = sniff(path)
     if kind == "truncated":
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt (its safetensors header is cut short)")
@@ -269,11 +270,42 @@ def _rebuild_config(spec: Mapping[str, Any]) -> BayesConfig:
     return BayesConfig.from_dict(data)
 
 
+def _load_tensors(bnn: nn.Module, path: Path, spec: Mapping[str, Any], tensors: Dict[str, Any], strict: bool,
+                  hint: str = "") -> None:
+    """Load a checkpoint's ``tensors`` into ``bnn``, giving tied keys their stored tensor and restoring ties."""
+    tied = tied_entry(path, spec, tensors)
+    tensors.update({key: tensors[first] for key, first in tied.items()})
+    if strict:
+        load_checked(bnn, tensors, f"checkpoint {str(path)!r}", hint)
+    else:
+        mismatch = check_state_dict(bnn, tensors)
+        if mismatch.shape_mismatches:
+            only_shapes = StateDictMismatch(shape_mismatches=mismatch.shape_mismatches)
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match the architecture: {only_shapes.describe()}{hint}")
+        bnn.load_state_dict(tensors, strict=False)
+    retie(bnn, tied)
+
+
+def load_state(bnn: nn.Module, path: PathLike) -> nn.Module:
+    """Load the state of the autobayes checkpoint ``path`` (a file, or a folder holding one) into the Bayesian
+    network ``bnn`` of the same architecture, strictly, in place (no rebuild: what ``BayesTrainer`` does to resume
+    or to load the best checkpoint). Returns ``bnn``.
+
+    Example:
+        >>> autobayes.io.load_state(bnn, "out/checkpoint-20")  # doctest: +SKIP
+    """
+    path = open_checkpoint(path)
+    tensors, metadata = read_safetensors(path, device="cpu")
+    spec = parse_spec(path, metadata)
+    _load_tensors(bnn, path, spec, tensors, strict=True)  # load_state_dict copies onto bnn's devices
+    return bnn
+
+
 def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bool = True) -> nn.Module:
     """Rebuild a Bayesian network saved by :func:`save`: architecture, configuration and state.
 
     Args:
-        path: an autobayes ``.safetensors`` checkpoint.
+        path: an autobayes ``.safetensors`` checkpoint, or a folder holding one (``bnn.save_pretrained(DIR)``).
         device: where to put the tensors.
         strict: require the checkpoint's keys and shapes to match the rebuilt network exactly (default).
 
@@ -311,17 +343,7 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         f" (the file was written with {', '.join(f'{k} {v}' for k, v in spec.get('versions', {}).items())}; "
         f"a different autobayes / torchvision / timm version may build the architecture differently)"
     )
-    tied = tied_entry(path, spec, tensors)
-    tensors.update({key: tensors[first] for key, first in tied.items()})
-    if strict:
-        load_checked(bnn, tensors, f"checkpoint {str(path)!r}", hint)
-    else:
-        mismatch = check_state_dict(bnn, tensors)
-        if mismatch.shape_mismatches:
-            only_shapes = StateDictMismatch(shape_mismatches=mismatch.shape_mismatches)
-            raise CheckpointError(f"checkpoint {str(path)!r} does not match the architecture: {only_shapes.describe()}{hint}")
-        bnn.load_state_dict(tensors, strict=False)
-    retie(bnn, tied)
+    _load_tensors(bnn, path, spec, tensors, strict, hint)
     bnn.autobayes_arch = dict(spec["arch"])
     bnn.autobayes_checkpoint = spec
     bnn.to(device)

@@ -20,7 +20,8 @@ from typing import Iterable, Iterator, List, Optional, Set, Tuple, Union
 from ..errors import CheckpointError
 
 __all__ = ["PathLike", "OutputExistsError", "InputOverwriteError", "check_inputs_untouched", "check_output",
-           "atomic_output", "require_file"]
+           "atomic_output", "require_file",
+           "FOLDER_CHECKPOINT", "folder_checkpoint"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -151,6 +152,23 @@ def _finalise(tmp: Path) -> None:
     os.chmod(tmp, 0o666 & ~umask)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+#: The autobayes checkpoint inside a model folder (``bnn.save_pretrained(DIR)``, ``BayesTrainer`` checkpoints):
+#: :func:`autobayes.load` and :func:`autobayes.io.checkpoint.open_checkpoint` given the folder read this file.
+FOLDER_CHECKPOINT = "autobayes.safetensors"
+
+
+def folder_checkpoint(path: PathLike) -> Optional[Path]:
+    """The autobayes checkpoint of a model folder (``DIR/autobayes.safetensors``, written by
+    ``bnn.save_pretrained(DIR)``), or ``None`` when ``path`` is not a folder holding one.
+
+    Example:
+        >>> folder_checkpoint("runs/digits/best.safetensors") is None
+        True
+    """
+    path = Path(path)
+    return path / FOLDER_CHECKPOINT if path.is_dir() and (path / FOLDER_CHECKPOINT).is_file() else None
 
 
 def require_file(path: PathLike, what: str) -> Path:
