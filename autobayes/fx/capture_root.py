@@ -27,7 +27,8 @@ from torch.utils import _pytree as pytree
 from ..config import BayesConfig
 from ..nn.parameter import shared_draws
 from .capture import Captured, export_forward, flatten_inputs, functional_weights, specialised_note, structure_key
-from .capture_graph import CAPTURING, CONSTANT_PREFIX, capture_converted
+from .capture_graph import CAPTURING, CONSTANT_PREFIX, REGION_PREFIX, STATIC, capture_converted
+from .capture_sizes import undeclared_sizes
 from .convert import convert_modules, mapped_base
 from .derive import ROOTS, base_class, set_class, strip_state
 from .report import ConversionReport
@@ -144,6 +145,8 @@ class ExportRoot:
     def __getstate__(self) -> Dict[str, Any]:
         state = strip_state(super().__getstate__())
         state.pop(CAPTURED, None)
+        for key in [k for k in state if k.startswith(REGION_PREFIX)]:  # bodies of captured regions: recaptured
+            del state[key]
         state[CAPTURING] = False
         buffers = state.get("_buffers")
         if buffers is not None:
@@ -196,6 +199,13 @@ def build_export(net: nn.Module, cfg: BayesConfig, report: ConversionReport, ana
     leaves, spec = flatten_inputs(args, kwargs)
     try:
         captured, notes = capture_converted(net, args, kwargs)
+        undeclared = undeclared_sizes(net, captured, leaves, spec)
+        if undeclared:
+            net.__dict__[STATIC] = True
+            captured, notes = capture_converted(net, args, kwargs)
+            notes.append(f"the forward fixes input sizes that torch.export left dynamic (at twice the example's "
+                         f"sizes the dynamic graph failed: {undeclared}): captured with static shapes, each new "
+                         f"input size at its first call")
     except Exception as err:  # noqa: BLE001 - reported by the caller
         raise CaptureFailure("converted model", err) from err
     net.__dict__[CAPTURED] = {structure_key(net, leaves, spec): [captured]}
@@ -204,7 +214,7 @@ def build_export(net: nn.Module, cfg: BayesConfig, report: ConversionReport, ana
                           for u in captured.units)
     report.notes.extend(notes)
     paths = pytree.tree_flatten_with_path((tuple(args), dict(kwargs)))[0]
-    note = specialised_note(captured.fixed, [pytree.keystr(path) for path, _ in paths])
+    note = specialised_note(captured.fixed, [pytree.keystr(path) for path, _ in paths], sorted(captured.lower))
     if note:
         report.notes.append(note)
     constants = [n for n, b in net.named_buffers(recurse=False) if n.startswith(CONSTANT_PREFIX) and b.numel()]
