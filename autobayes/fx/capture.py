@@ -148,8 +148,14 @@ def _dynamic_shapes(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, A
             return None
         return {i: Dim.AUTO for i in range(1 if first_only else x.dim()) if x.shape[i] > 1}
 
-    bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
-    return {name: pytree.tree_map(lambda x, n=name: dims(x, n in STATIC_AFTER_BATCH), value)
+    def spec(name: str, value: Any) -> Any:
+        return pytree.tree_map(lambda x: dims(x, name in STATIC_AFTER_BATCH), value)
+
+    signature = inspect.signature(model.forward)
+    bound = signature.bind(*args, **kwargs).arguments
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    # a converted root's forward is (*args, **kwargs): its keyword inputs keep their own names
+    return {name: {k: spec(k, v) for k, v in value.items()} if name == var_keyword else spec(name, value)
             for name, value in bound.items()}
 
 
