@@ -53,7 +53,7 @@ EXCLUDED = {
     "timm_wrapper": "wraps a timm model named in its config: built from timm, not from a transformers config",
     "efficientnet": "the small common sizes give a batch norm of the wrong width (running_mean 2560 vs 64)",
     "mobilevitv2": "its default strides shrink a 32-pixel image to nothing (2 x 2 for a 4 x 4 unfold)",
-    "emu3": "a multimodal model (VQ image tokenizer) with no small text-only config",
+    "emu3": "a multimodal config (text + VQ-VAE image tokenizer): the common small fields do not build it",
 }
 _MAPPINGS = {
     "sequence_classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
