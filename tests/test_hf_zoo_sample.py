@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import functools
 import random
-import warnings
+import sys
+from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
 import torch
 
-import autobayes
 from autobayes.hf import example_inputs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _zoo_check import bayesify_or_error, require_converted  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -130,19 +133,11 @@ SHAPES = ((2, 8), (3, 12))
 def _converted(name: str):
     torch.manual_seed(0)
     model = CASES[name]().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the route notes are in the report
-        try:
-            return model, autobayes.bayesify(model)
-        except Exception as err:  # noqa: BLE001 - reported by each check of the model
-            return model, err
+    return model, bayesify_or_error(model)
 
 
 def _bnn(name: str):
-    model, bnn = _converted(name)
-    if isinstance(bnn, Exception):
-        pytest.fail(f"{name}: bayesify raised {type(bnn).__name__}: {bnn}")
-    return model, bnn
+    return require_converted(name, *_converted(name))
 
 
 def _logits(out):

@@ -10,7 +10,6 @@ recorded config (nothing here imports ``transformers`` unless a model is already
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, Mapping, Optional
 
 import torch
