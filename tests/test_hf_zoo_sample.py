@@ -202,3 +202,26 @@ def test_use_mean_matches_the_model_and_survives_a_copy(name):
             got, copied = _logits(bnn(**inputs).output), _logits(twin(**inputs).output)
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), f"{name} at {batch} x {seq}"
         assert torch.allclose(copied, want, rtol=1e-4, atol=1e-5), f"{name} (copy) at {batch} x {seq}"
+
+
+def test_a_size_fixed_past_the_conversion_check_recaptures_at_run_time(monkeypatch):
+    """Funnel with the conversion's doubled-size check switched off: its dynamic graph would crash at another
+    sequence length deep inside ("shape '[3, 8, 2, 16]' is invalid"); the call runs the model's own forward
+    instead, warns once, and later calls use static captures. Logits under use_mean: as above."""
+    from autobayes.fx import capture_root
+
+    monkeypatch.setattr(capture_root, "undeclared_sizes", lambda *args: None)
+    torch.manual_seed(0)
+    model = NAMED["funnel"]().eval()
+    _, bnn = require_converted("funnel", model, bayesify_or_error(model))
+    bnn.eval()
+    inputs = example_inputs(model, 3, 12)
+    with pytest.warns(UserWarning, match="fixes a size torch.export did not declare"):
+        with torch.no_grad(), autobayes.use_mean(bnn):
+            got = bnn(**inputs).output
+    with torch.no_grad(), autobayes.use_mean(bnn):
+        want = model(**inputs)
+        again = bnn(**inputs).output  # a static capture at 3 x 12
+    assert type(got) is type(want) and type(again) is type(want)
+    assert torch.allclose(got.logits, want.logits, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(again.logits, want.logits, rtol=1e-4, atol=1e-5)

@@ -121,8 +121,31 @@ def run_captured(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -
         entry = _capture(root, args, kwargs, key)
         if entry is None:
             return _eager(root, args, kwargs)
-    flat, kl = entry.fn(root, *leaves)
+    try:
+        flat, kl = entry.fn(root, *leaves)
+    except RuntimeError as err:
+        if root.__dict__.get(STATIC) or not entry.lower:
+            raise
+        return _undeclared_at_run(root, args, kwargs, err)
     return BayesOutput(pytree.tree_unflatten(list(flat), entry.out_spec), kl)
+
+
+def _undeclared_at_run(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any], err: Exception) -> BayesOutput:
+    """A dynamic graph failed at sizes it declared dynamic. When the model's own forward runs on these inputs, the
+    forward fixes a size torch.export did not declare (the conversion's check, :mod:`autobayes.fx.capture_sizes`,
+    tried other sizes): the result is the eager one, and the model is captured with static shapes from now on
+    (each new size at its first call). Otherwise the inputs are wrong, and the model's own error is raised."""
+    result = _eager(root, args, kwargs)  # raises the model's own error for inputs it refuses
+    root.__dict__[STATIC] = True
+    root.__dict__[CAPTURED] = {}
+    warnings.warn(
+        f"the captured graph of {type(root).__name__} failed at input sizes it declared dynamic "
+        f"({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}), where the model's own forward "
+        f"runs: the forward fixes a size torch.export did not declare. This call ran the model's own forward; "
+        f"from now on it is captured with static shapes, each new input size at its first call",
+        stacklevel=4,
+    )
+    return result
 
 
 class ExportRoot:
