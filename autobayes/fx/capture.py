@@ -5,9 +5,11 @@ control flow on shapes, ...), ``torch.export.export(model, args, kwargs, strict=
 tensors and records every aten operation it performs. This module holds what both uses of such a capture share:
 
 * :func:`export_forward`: the capture itself, with every dimension of every tensor input dynamic
-  (``Dim.AUTO``), so the graph serves every batch size and sequence length; a dimension the forward forces to one
-  value (a Whisper encoder's input length) is *specialised*, and :class:`Captured` records it so that an input of
-  another size is captured anew instead of running a graph built for the wrong shape;
+  (``Dim.AUTO``) except those a model fixes anyway (an image's channels, height and width:
+  :data:`STATIC_AFTER_BATCH`), so the graph serves every batch size and sequence length; a dimension the forward
+  forces to one value (a Whisper encoder's input length) is *specialised*, and :class:`Captured` records it so
+  that an input of another size is captured anew instead of running a graph built for the wrong shape (a size
+  fixed without torch.export declaring it: :mod:`autobayes.fx.capture_sizes`);
 * :func:`functional_weights`: the analysis of the deterministic model's capture: which parameters reach a weight
   argument of an aten linear / addmm / mm / bmm / matmul / baddbmm / einsum / convolution, directly or through
   input-independent ops (``t``, ``transpose``, ``permute``, ``view``, ...). Those of modules of no known layer

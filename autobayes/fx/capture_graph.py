@@ -111,8 +111,9 @@ def _add_region(root: nn.Module, body: nn.Module) -> str:
     """Keep the body of a higher-order op of the capture on ``root`` (``torch.no_grad()`` / ``inference_mode`` /
     autocast regions are ``wrap_with_set_grad_enabled(False, body, ...)`` / ``wrap_with_autocast(...)`` calls of a
     submodule). It goes in the root's ``__dict__``, not among its modules: it is part of one captured forward, not
-    of the model (no state-dict keys; never pickled). Its posterior reads, if any, are arguments of the call, so
-    the rewrite of the outer graph covers them."""
+    of the model (no state-dict keys; never pickled). The body itself is not rewritten: the regions these forwards
+    create (sinusoidal position tables computed under ``no_grad``) read no weight; a Bayesian weight read only
+    inside such a region would be read at whatever the capture passed in."""
     for name, value in root.__dict__.items():
         if value is body:
             return name
