@@ -89,3 +89,25 @@ def check_conversion(model: nn.Module, *args, rtol: float = 1e-4, atol: float = 
         for p in posts:
             assert p.mu.grad is not None and p.log_var.grad is not None, f"no gradient for {n}"
     return bnn
+
+
+def bayesify_or_error(model: nn.Module, **options):
+    """``autobayes.bayesify(model, **options)`` with its warnings silenced (``mode="auto"`` warns when it falls
+    back; the report says it too), or the exception it raised: each check of the model reports it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return autobayes.bayesify(model, **options)
+        except Exception as err:  # noqa: BLE001 - reported by every check of this model
+            return err
+
+
+def require_converted(name: str, model: nn.Module, bnn):
+    """``(model, bnn)``, or the test fails with the exception :func:`bayesify_or_error` returned."""
+    import pytest
+
+    if isinstance(bnn, Exception):
+        pytest.fail(f"{name}: bayesify raised {type(bnn).__name__}: {bnn}")
+    return model, bnn

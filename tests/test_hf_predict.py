@@ -105,7 +105,8 @@ def test_dict_batches_of_different_lengths_keep_mask_and_labels(gpt2):
     assert s.predictive_entropy.shape == (5, 8) and s.targets.shape == (5, 8)
     assert int(s.mask.sum()) == 2 * 5 + 3 * 8 - 4  # two masked positions in each batch, 2 x 3 padded ones
     assert torch.isnan(s.predictive_entropy[:2, 5:]).all() and (s.predicted[:2, 5:] == -1).all()
-    assert torch.equal(s.targets[2:], batches[1]["labels"])
+    labels = batches[1]["labels"]  # a causal LM: the target at t is labels[t + 1] (transformers' convention)
+    assert torch.equal(s.targets[2:, :-1], labels[:, 1:]) and (s.targets[2:, -1] == -100).all()
     rows = s.to_rows()
     assert len(rows) == int(s.mask.sum()) and {"sequence", "position", "target", "mutual_information"} <= set(rows[0])
 

@@ -47,6 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _hf_configs import HF_ZOO  # noqa: E402
+from _zoo_check import bayesify_or_error, require_converted  # noqa: E402
 
 import autobayes  # noqa: E402
 from autobayes.nn import BayesLayer, BayesParameter  # noqa: E402
@@ -81,20 +82,11 @@ def _example_inputs(name: str, model: nn.Module):
 def _converted(name: str):
     """``(deterministic model, converted model)``, or ``(model, the exception bayesify raised)``."""
     model = HF_ZOO[name].build()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # mode="auto" warns when it falls back; the report says it too
-        try:
-            bnn = autobayes.bayesify(copy.deepcopy(model), example_inputs=_example_inputs(name, model))
-        except Exception as err:  # noqa: BLE001 - reported by every check of this model
-            bnn = err
-    return model, bnn
+    return model, bayesify_or_error(copy.deepcopy(model), example_inputs=_example_inputs(name, model))
 
 
 def _bnn(name: str):
-    model, bnn = _converted(name)
-    if isinstance(bnn, Exception):
-        pytest.fail(f"{name}: bayesify raised {type(bnn).__name__}: {bnn}")
-    return model, bnn
+    return require_converted(name, *_converted(name))
 
 
 def _logits(out) -> torch.Tensor:

@@ -297,7 +297,7 @@ def test_options_meant_for_trained_weights_are_refused(options, message):
 
 
 def test_nothing_matched():
-    with pytest.raises(ConfigError, match=r"no nn.Linear layer of TinyTransformer was selected.*include=\('nope',\)"):
+    with pytest.raises(ConfigError, match=r"no linear layer of TinyTransformer was selected.*include=\('nope',\)"):
         autobayes.bayesify(TinyTransformer(), adapter="lora", include=["nope"])
 
 
@@ -310,7 +310,7 @@ def test_adapter_on_a_non_linear_layer():
 
 def test_linear_read_by_its_torch_nn_parent_gets_no_adapter():
     model = nn.Sequential(nn.Linear(8, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True))
-    with pytest.raises(ConfigError, match=r"no nn.Linear layer.*'1.self_attn.out_proj', sit inside torch.nn modules"):
+    with pytest.raises(ConfigError, match=r"no linear layer.*'1.self_attn.out_proj', sit inside torch.nn modules"):
         autobayes.bayesify(model, adapter="lora", include=["1.*"])
     bnn = autobayes.bayesify(model, adapter="lora", rank=2)
     assert [r.name for r in bnn.bayes_report.converted] == ["0.lora_A", "0.lora_B"]

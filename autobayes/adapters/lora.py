@@ -1,14 +1,20 @@
 """autobayes' own low-rank adapters: :class:`LoRALinear` and the choice of the layers that get one.
 
-A LoRA layer (Hu et al., 2021) keeps a pretrained ``nn.Linear`` frozen and learns a low-rank update of it:
+A LoRA layer (Hu et al., 2021) keeps a pretrained linear layer frozen and learns a low-rank update of it:
 ``y = base(x) + (alpha / r) * B(A(x))`` with ``A: in -> r`` and ``B: r -> out``, ``B`` initialised to zero (so
 the wrapped model starts exactly where the pretrained one was). ``A`` and ``B`` are plain ``nn.Linear`` layers:
 :func:`autobayes.bayesify` then turns them, and only them, into ``BayesLinear`` layers, so the state dict, the
 KL, the report and :func:`autobayes.use_mean` follow as for any Bayesian layer.
+
+The linear layers are ``nn.Linear`` (and its subclasses) and the modules of other libraries whose forward is an
+affine map of their input through a weight they read functionally, listed in :data:`LINEAR_CLASSES`:
+transformers' ``Conv1D`` (GPT-2's matrices, weight stored transposed as ``(in, out)``), which swap mode and the
+capture route already convert as a weight fed to ``torch.addmm`` (:data:`autobayes.fx.convert.FUNCTIONAL_WEIGHT_CLASSES`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import List, Optional, Tuple
 
@@ -17,15 +23,39 @@ from torch import Tensor, nn
 
 from ..config import BayesConfig
 from ..errors import ConfigError
+from ..fx.convert import FUNCTIONAL_WEIGHT_CLASSES
+from ..fx.derive import base_class
 
-__all__ = ["LoRALinear", "add_lora", "lora_candidates", "check_rank"]
+__all__ = ["LoRALinear", "LINEAR_CLASSES", "linear_shape", "add_lora", "lora_candidates", "check_rank"]
+
+#: Modules of other libraries (by ``(module, qualname)``, imported by nothing here) that are affine maps of their
+#: input ``x @ weight + bias`` with ``weight`` stored ``(in, out)``: LoRA adapts them like an ``nn.Linear``.
+LINEAR_CLASSES = {key for key in FUNCTIONAL_WEIGHT_CLASSES if key == ("transformers.pytorch_utils", "Conv1D")}
+
+
+def linear_shape(module: nn.Module) -> Optional[Tuple[int, int, bool]]:
+    """``(in_features, out_features, transposed)`` of a layer LoRA can adapt, else ``None``; ``transposed``: the
+    weight is stored ``(in, out)`` (transformers' ``Conv1D``).
+
+    Example:
+        >>> linear_shape(nn.Linear(16, 4))
+        (16, 4, False)
+    """
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features, False
+    base = base_class(module)
+    weight = module._parameters.get("weight")
+    if (base.__module__, base.__qualname__) in LINEAR_CLASSES and isinstance(weight, Tensor) and weight.dim() == 2:
+        return int(weight.shape[0]), int(weight.shape[1]), True
+    return None
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` (``base_layer``) plus a low-rank update ``scaling * lora_B(lora_A(x))``.
+    """A frozen linear layer (``base_layer``) plus a low-rank update ``scaling * lora_B(lora_A(x))``.
 
     Args:
-        base: the pretrained layer; its parameters are frozen (``requires_grad=False``), never copied.
+        base: the pretrained layer, an ``nn.Linear`` or a module of :data:`LINEAR_CLASSES` (GPT-2's ``Conv1D``);
+            its parameters are frozen (``requires_grad=False``), never copied.
         rank: ``r``, the inner dimension of the update (an integer >= 1).
         alpha: the update is scaled by ``alpha / rank`` (LoRA's convention; ``alpha = rank`` gives 1).
 
@@ -42,26 +72,27 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise ConfigError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        shape = linear_shape(base)
+        if shape is None:
+            raise ConfigError(f"LoRALinear wraps an nn.Linear or transformers' Conv1D, got {type(base).__name__}")
         rank = check_rank(rank)
         self.base_layer = base.requires_grad_(False)
         self.rank = rank
         self.alpha = float(alpha)
         self.scaling = self.alpha / rank
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Linear(base.in_features, rank, bias=False, **factory)
-        self.lora_B = nn.Linear(rank, base.out_features, bias=False, **factory)
+        self.lora_A = nn.Linear(shape[0], rank, bias=False, **factory)
+        self.lora_B = nn.Linear(rank, shape[1], bias=False, **factory)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
 
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return self.lora_A.in_features
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return self.lora_B.out_features
 
     @property
     def weight(self) -> Tensor:
@@ -75,16 +106,13 @@ class LoRALinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.base_layer(x) + self.lora_B(self.lora_A(x)) * self.scaling
 
-    def merged(self, a: Tensor, b: Tensor) -> nn.Linear:
-        """The base layer with ``scaling * b @ a`` added to its weight (a new ``nn.Linear``; ``a`` / ``b`` are the
-        adapter matrices to fold, e.g. the posterior means)."""
-        base = self.base_layer
-        out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                        device=base.weight.device, dtype=base.weight.dtype)
+    def merged(self, a: Tensor, b: Tensor) -> nn.Module:
+        """A copy of the base layer (its own type) with ``scaling * b @ a`` added to its weight (transposed for a
+        weight stored ``(in, out)``); ``a`` / ``b`` are the adapter matrices to fold, e.g. the posterior means."""
+        out = copy.deepcopy(self.base_layer)
+        update = self.scaling * (b.to(out.weight.dtype) @ a.to(out.weight.dtype))
         with torch.no_grad():
-            out.weight.copy_(base.weight + self.scaling * (b.to(base.weight.dtype) @ a.to(base.weight.dtype)))
-            if base.bias is not None:
-                out.bias.copy_(base.bias)
+            out.weight.add_(update.t() if linear_shape(out)[2] else update)
         out.train(self.training)
         return out
 
@@ -101,8 +129,9 @@ def check_rank(rank: object) -> int:
 
 
 def lora_candidates(model: nn.Module, config: BayesConfig, inside_torch: dict
-                    ) -> Tuple[List[Tuple[str, nn.Linear]], List[Tuple[str, str, str]]]:
-    """The ``nn.Linear`` layers of ``model`` that get an adapter, and ``(name, type, reason)`` of the others.
+                    ) -> Tuple[List[Tuple[str, nn.Module]], List[Tuple[str, str, str]]]:
+    """The linear layers of ``model`` (:func:`linear_shape`) that get an adapter, and ``(name, type, reason)`` of
+    the others.
 
     ``config``'s ``layer_types`` / ``include`` / ``exclude`` / ``filter_fn`` / ``overrides`` select them by their
     own names (:meth:`BayesConfig.resolve_layer`). ``inside_torch`` maps a module name to the ``torch.nn``
@@ -110,36 +139,38 @@ def lora_candidates(model: nn.Module, config: BayesConfig, inside_torch: dict
     itself, so a wrapper there would be bypassed and the layer gets none.
 
     Raises:
-        ConfigError: ``layer_types`` names a type other than ``nn.Linear``, or ``include`` names a layer that
-            is not an ``nn.Linear`` (LoRA adapters go on linear layers only).
+        ConfigError: ``layer_types`` names a type other than ``nn.Linear`` (or ``Conv1D``), or ``include`` names a
+            layer that is not linear (LoRA adapters go on linear layers only).
     """
     if config.layer_types is not None:
         others = [getattr(t, "__name__", t) for t in config.layer_types
-                  if not (isinstance(t, type) and issubclass(nn.Linear, t)) and t != "Linear"]
+                  if not (isinstance(t, type) and issubclass(nn.Linear, t)) and t not in ("Linear", "Conv1D")
+                  and getattr(t, "__qualname__", None) != "Conv1D"]
         if others:
-            raise ConfigError(f"adapter='lora' adds adapters to nn.Linear layers only; layer_types={others} names "
-                              f"other types. Use layer_types=['Linear'] (or leave it out) and select layers with "
-                              f"include=[...]")
-    chosen: List[Tuple[str, nn.Linear]] = []
+            raise ConfigError(f"adapter='lora' adds adapters to linear layers only (nn.Linear, transformers' "
+                              f"Conv1D); layer_types={others} names other types. Use layer_types=['Linear'] (or "
+                              f"leave it out) and select layers with include=[...]")
+    chosen: List[Tuple[str, nn.Module]] = []
     others: List[Tuple[str, str, str]] = []
     for name, module in model.named_modules():
         exact = name in (config.include or ())
-        if not isinstance(module, nn.Linear):
+        if linear_shape(module) is None:
             if exact and _has_weights(module):
                 raise ConfigError(
                     f"include names {name!r}, a {type(module).__name__}: adapter='lora' adds adapters to nn.Linear "
-                    f"layers only. Name its linear layers instead (see print(autobayes.inspect_model(model))), or "
-                    f"make it Bayesian without adapters: bayesify(model, include=[{name!r}])")
+                    f"layers only (and transformers' Conv1D). Name its linear layers instead (see "
+                    f"print(autobayes.inspect_model(model))), or make it Bayesian without adapters: "
+                    f"bayesify(model, include=[{name!r}])")
             continue
         if name == "":
-            raise ConfigError("the model itself is an nn.Linear: wrap it in a module (nn.Sequential(layer)) to give "
-                              "it an adapter")
+            raise ConfigError("the model itself is a linear layer: wrap it in a module (nn.Sequential(layer)) to "
+                              "give it an adapter")
         parent = inside_torch.get(name)
         if parent is not None:
             others.append((name, type(module).__name__, f"no adapter: inside {parent!r}, a torch.nn module that "
                                                         f"reads this layer's weights itself"))
             continue
-        resolved, reason = config.resolve_layer(name, module)
+        resolved, reason = config.resolve_layer(name, module, as_type=nn.Linear)
         if resolved is None:
             others.append((name, type(module).__name__, f"no adapter ({reason}): frozen, deterministic"))
         else:
@@ -147,7 +178,7 @@ def lora_candidates(model: nn.Module, config: BayesConfig, inside_torch: dict
     return chosen, others
 
 
-def add_lora(model: nn.Module, layers: List[Tuple[str, nn.Linear]], rank: int, alpha: float) -> List[str]:
+def add_lora(model: nn.Module, layers: List[Tuple[str, nn.Module]], rank: int, alpha: float) -> List[str]:
     """Replace each ``(name, layer)`` of ``layers`` in ``model`` by a :class:`LoRALinear` around it, in place,
     at every name the layer is registered under; returns the names of the new adapter matrices."""
     matrices: List[str] = []

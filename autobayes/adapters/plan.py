@@ -4,7 +4,7 @@ Two ways in, one outcome (only the adapter matrices get a posterior; every base 
 deterministic, never converted):
 
 * ``bayesify(model, adapter="lora", rank=8, alpha=16, include=[...])``: autobayes wraps each selected
-  ``nn.Linear`` in a :class:`~autobayes.adapters.LoRALinear` (frozen base, ``A: in -> r``, ``B: r -> out``,
+  linear layer (``nn.Linear``, transformers' ``Conv1D``) in a :class:`~autobayes.adapters.LoRALinear` (frozen base, ``A: in -> r``, ``B: r -> out``,
   ``B = 0``) and freezes every other parameter of the model, as PEFT does;
 * ``bayesify(peft_model)``: a model PEFT has wrapped with LoRA is recognised (``adapter="peft"`` says so
   explicitly); its ``lora_A`` / ``lora_B`` modules become Bayesian, everything else stays as PEFT set it.
@@ -121,7 +121,7 @@ class AdapterPlan:
         n_var = sum(r.n_bayes_params for r in report.converted)
         if own:
             head = (f"LoRA adapters (rank {self.spec.rank}, alpha {self.spec.alpha:g}, scaling "
-                    f"{self.spec.alpha / self.spec.rank:g}) added to {len(layers)} nn.Linear layer(s)")
+                    f"{self.spec.alpha / self.spec.rank:g}) added to {len(layers)} linear layer(s)")
         else:
             head = f"PEFT LoRA model: the adapters of {len(layers)} layer(s) made Bayesian"
         report.notes.append(
@@ -136,7 +136,7 @@ def plan_adapters(net: nn.Module, config: BayesConfig, spec: Optional[AdapterSpe
                   allow_deterministic: bool = False) -> Optional[AdapterPlan]:
     """Prepare ``net`` (in place) for a conversion of its adapters only; ``None`` when it has none to convert.
 
-    With ``spec.kind == "lora"`` the selected ``nn.Linear`` layers are wrapped in adapters and every parameter
+    With ``spec.kind == "lora"`` the selected linear layers (``nn.Linear``, ``Conv1D``) are wrapped in adapters and every parameter
     of ``net`` is frozen; a model holding PEFT LoRA layers is recognised without ``spec``.
 
     Raises:
@@ -171,7 +171,7 @@ def _plan_lora(net: nn.Module, config: BayesConfig, spec: AdapterSpec, allow_det
         inside = [n for n, _, why in others if "torch.nn module" in why]
         note = (f" ({len(inside)} of them, e.g. {inside[0]!r}, sit inside torch.nn modules that read their weights "
                 f"themselves, such as nn.MultiheadAttention: they get no adapter)" if inside else "")
-        raise ConfigError(_nothing_selected(net, config, "nn.Linear layer", [n for n, _, _ in others], note))
+        raise ConfigError(_nothing_selected(net, config, "linear layer", [n for n, _, _ in others], note))
     net.requires_grad_(False)
     add_lora(net, chosen, spec.rank, spec.alpha)
     owners = {f"{name}.lora_{part}": name for name, _ in chosen for part in "AB"}
@@ -225,9 +225,14 @@ def conversion_config(config: BayesConfig, layers: List[Tuple[str, nn.Module]], 
 
 
 def _nothing_selected(net: nn.Module, config: BayesConfig, what: str, names: List[str], note: str = "") -> str:
+    """The error of a selection that matched no layer: the filters, the layers that exist, and a filter that
+    would match some of them (built from their names, never the one that failed)."""
     filters = [f"{k}={getattr(config, k)!r}" for k in _SELECTION if getattr(config, k) not in (None, (), {})]
     shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
     found = f"its {what}s: {shown}{note}" if names else f"it has no {what}"
+    suffixes = list(dict.fromkeys(n.rpartition(".")[2] for n in names))[:3]
+    example = (f"include={['*' + s for s in suffixes]!r} would select the {what}s named so" if suffixes else
+               "convert the model without adapters")
     return (f"no {what} of {type(net).__name__} was selected for a Bayesian adapter"
-            f"{' by ' + ', '.join(filters) if filters else ''}; {found}. Fix the filter (e.g. include=['*attn*']; "
-            f"see print(autobayes.inspect_model(model, adapter=...))), or pass allow_deterministic=True")
+            f"{' by ' + ', '.join(filters) if filters else ''}; {found}. Fix the filter ({example}; see "
+            f"print(autobayes.inspect_model(model, adapter=...))), or pass allow_deterministic=True")

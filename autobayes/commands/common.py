@@ -247,17 +247,20 @@ def positive(value: Optional[int], flag: str) -> None:
 
 
 def refuse_text_checkpoint(path: Path, command: str) -> None:
-    """A usage error for ``autobayes predict`` / ``evaluate`` given the checkpoint of a ``transformers`` model:
-    they read images and CSV rows; text goes through :func:`autobayes.predict` in Python (nothing is said for a
+    """A usage error for ``autobayes predict`` / ``evaluate`` given the checkpoint of a ``transformers`` text model:
+    they read images (a transformers image classifier's too) and CSV rows; text goes through :func:`autobayes.predict` in Python (nothing is said for a
     file that is not a readable checkpoint: the command's own loading reports that)."""
     from ..errors import CheckpointError
     from ..io import read_checkpoint_info
 
+    from ..hf.tasks import image_inputs
+
     try:
-        arch = read_checkpoint_info(path).arch.get("arch", "")
+        record = read_checkpoint_info(path).arch
     except CheckpointError:
         return
-    if str(arch).startswith("transformers:"):
+    arch = record.get("arch", "")
+    if str(arch).startswith("transformers:") and image_inputs(record) is None:  # image classifiers read images
         raise ConfigError(
             f"{str(path)!r} holds a Hugging Face model ({arch}); `autobayes {command}` reads images and CSV rows, "
             f"not text. In Python: bnn = autobayes.load({str(path)!r}); summary = autobayes.predict(bnn, "

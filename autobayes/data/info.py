@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
+from ..hf.tasks import image_inputs
 
 __all__ = ["DatasetInfo", "check_normalisation"]
 
@@ -109,6 +110,7 @@ class DatasetInfo:
             >>> info.mean, info.std, info.class_names  # doctest: +SKIP
         """
         arch = dict((spec.get("arch") or {}).get("kwargs") or {})
+        arch.update(image_inputs(spec.get("arch") or {}) or {})  # a transformers image classifier's config
         metadata = spec.get("metadata") or {}
         recorded = metadata.get("dataset") if isinstance(metadata.get("dataset"), Mapping) else {}
         preprocessing = metadata.get("preprocessing") if isinstance(metadata.get("preprocessing"), Mapping) else {}
@@ -118,6 +120,8 @@ class DatasetInfo:
                 data[key] = arch[key]
         if recorded.get("image_size") is None and recorded.get("num_features") is not None:
             data["image_size"] = None  # tabular data (build_model records a default image_size for every net)
+        if arch.get("class_names") and data.get("class_names") is None:
+            data["class_names"] = arch["class_names"]
         for key in ("mean", "std", "class_names", "task"):
             if preprocessing.get(key) is not None and data.get(key) is None:
                 data[key] = preprocessing[key]

@@ -5,9 +5,11 @@ control flow on shapes, ...), ``torch.export.export(model, args, kwargs, strict=
 tensors and records every aten operation it performs. This module holds what both uses of such a capture share:
 
 * :func:`export_forward`: the capture itself, with every dimension of every tensor input dynamic
-  (``Dim.AUTO``), so the graph serves every batch size and sequence length; a dimension the forward forces to one
-  value (a Whisper encoder's input length) is *specialised*, and :class:`Captured` records it so that an input of
-  another size is captured anew instead of running a graph built for the wrong shape;
+  (``Dim.AUTO``) except those a model fixes anyway (an image's channels, height and width:
+  :data:`STATIC_AFTER_BATCH`), so the graph serves every batch size and sequence length; a dimension the forward
+  forces to one value (a Whisper encoder's input length) is *specialised*, and :class:`Captured` records it so
+  that an input of another size is captured anew instead of running a graph built for the wrong shape (a size
+  fixed without torch.export declaring it: :mod:`autobayes.fx.capture_sizes`);
 * :func:`functional_weights`: the analysis of the deterministic model's capture: which parameters reach a weight
   argument of an aten linear / addmm / mm / bmm / matmul / baddbmm / einsum / convolution, directly or through
   input-independent ops (``t``, ``transpose``, ``permute``, ``view``, ...). Those of modules of no known layer
@@ -132,16 +134,31 @@ def _register_caches(model: nn.Module) -> None:
         pass
 
 
+#: Inputs of a ``transformers`` model whose dimensions after the batch the model fixes anyway (a vision model's
+#: image side and channels): captured static. With every dimension symbolic, the shape guards of windowed
+#: attention (Swin) made one capture take minutes; another image size is captured anew at its first call.
+STATIC_AFTER_BATCH = ("pixel_values", "pixel_mask")
+
+
 def _dynamic_shapes(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """``Dim.AUTO`` on every dimension (of size 2 or more) of every tensor input, keyed by the forward's argument
-    names."""
+    names; only the batch dimension of the inputs of :data:`STATIC_AFTER_BATCH`."""
     from torch.export import Dim
 
-    def dims(x: Any) -> Any:  # sizes 0 and 1 are specialised anyway (torch.export warns): left static
-        return {i: Dim.AUTO for i in range(x.dim()) if x.shape[i] > 1} if isinstance(x, torch.Tensor) else None
+    def dims(x: Any, first_only: bool = False) -> Any:  # sizes 0 and 1 are specialised anyway: left static
+        if not isinstance(x, torch.Tensor):
+            return None
+        return {i: Dim.AUTO for i in range(1 if first_only else x.dim()) if x.shape[i] > 1}
 
-    bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
-    return {name: pytree.tree_map(dims, value) for name, value in bound.items()}
+    def spec(name: str, value: Any) -> Any:
+        return pytree.tree_map(lambda x: dims(x, name in STATIC_AFTER_BATCH), value)
+
+    signature = inspect.signature(model.forward)
+    bound = signature.bind(*args, **kwargs).arguments
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    # a converted root's forward is (*args, **kwargs): its keyword inputs keep their own names
+    return {name: {k: spec(k, v) for k, v in value.items()} if name == var_keyword else spec(name, value)
+            for name, value in bound.items()}
 
 
 def export_forward(model: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any], *,
@@ -195,13 +212,22 @@ def shape_constraints(program: Any, graph: fx.Graph) -> Tuple[Dict[Tuple[int, in
     return fixed, lower
 
 
-def specialised_note(fixed: Dict[Tuple[int, int], int], names: Sequence[str]) -> Optional[str]:
-    """A note naming the input dimensions a capture specialised (``None`` when none was)."""
-    if not fixed:
-        return None
-    parts = [f"{names[i] if i < len(names) else i}[dim {d}] = {size}" for (i, d), size in sorted(fixed.items())]
-    return ("the capture specialised these input dimensions (the forward fixes them, or they were 0 / 1 in the "
-            f"example): {', '.join(parts)}; inputs of other sizes are captured anew")
+def specialised_note(fixed: Dict[Tuple[int, int], int], names: Sequence[str],
+                     dynamic: Sequence[Tuple[int, int]] = ()) -> Optional[str]:
+    """A note naming the input dimensions a capture specialised and those it kept dynamic (``None`` when there
+    is nothing to say)."""
+    def name(i: int) -> str:
+        return names[i] if i < len(names) else str(i)
+
+    parts = []
+    if fixed:
+        fixed_dims = ", ".join(f"{name(i)}[dim {d}] = {size}" for (i, d), size in sorted(fixed.items()))
+        parts.append(f"the capture specialised these input dimensions (the forward fixes them, they were 0 / 1 in "
+                     f"the example, or an image side): {fixed_dims}; inputs of other sizes are captured anew")
+    if dynamic:
+        parts.append(f"dynamic input dimensions (one graph for every size): "
+                     f"{', '.join(f'{name(i)}[dim {d}]' for i, d in sorted(dynamic))}")
+    return "; ".join(parts) or None
 
 
 # ---------------------------------------------------------------------------------------------------------------

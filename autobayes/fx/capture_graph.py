@@ -31,12 +31,18 @@ from .capture import Captured, export_forward, shape_constraints
 from .rewrite import compile_graph, kl_units_of_graph
 from .runtime import total_kl
 
-__all__ = ["capture_converted", "CAPTURING", "CONSTANT_PREFIX"]
+__all__ = ["capture_converted", "capturing", "CAPTURING", "CONSTANT_PREFIX", "REGION_PREFIX", "STATIC"]
 
 #: On an export-mode root, while it is being captured: its forward runs the model's own forward.
 CAPTURING = "_autobayes_capturing"
 #: Prefix of the root's non-persistent buffers that hold the captures' lifted constants.
 CONSTANT_PREFIX = "_autobayes_const_"
+
+#: On an export-mode root: capture with static shapes (its forward fixes sizes torch.export does not declare; see
+#: :mod:`autobayes.fx.capture_sizes`).
+STATIC = "_autobayes_static"
+#: Prefix of the root's attributes (in its ``__dict__``) that hold the bodies of no_grad / autocast regions.
+REGION_PREFIX = "_autobayes_region_"
 
 _aten = torch.ops.aten
 _LAYER_OPS = {_aten.linear, _aten.conv1d, _aten.conv2d, _aten.conv3d, _aten.convolution,
@@ -45,7 +51,7 @@ _MISSING = object()
 
 
 @contextlib.contextmanager
-def _capturing(root: nn.Module) -> Iterator[None]:
+def capturing(root: nn.Module) -> Iterator[None]:
     """Posterior means everywhere and the root's own forward (no graph, no KL) inside the block."""
     params = [m for m in root.modules() if isinstance(m, BayesParameter)]
     previous = [p.use_mean for p in params]
@@ -101,6 +107,22 @@ def _add_constant(root: nn.Module, value: torch.Tensor) -> str:
     return name
 
 
+def _add_region(root: nn.Module, body: nn.Module) -> str:
+    """Keep the body of a higher-order op of the capture on ``root`` (``torch.no_grad()`` / ``inference_mode`` /
+    autocast regions are ``wrap_with_set_grad_enabled(False, body, ...)`` / ``wrap_with_autocast(...)`` calls of a
+    submodule). It goes in the root's ``__dict__``, not among its modules: it is part of one captured forward, not
+    of the model (no state-dict keys; never pickled). The body itself is not rewritten: the regions these forwards
+    create (sinusoidal position tables computed under ``no_grad``) read no weight; a Bayesian weight read only
+    inside such a region would be read at whatever the capture passed in."""
+    for name, value in root.__dict__.items():
+        if value is body:
+            return name
+    n = sum(1 for name in root.__dict__ if name.startswith(REGION_PREFIX))
+    name = f"{REGION_PREFIX}{n}"
+    root.__dict__[name] = body
+    return name
+
+
 def _rewrite_layers(root: nn.Module, graph: fx.Graph) -> None:
     """Pass 1: a layer op of a Bayesian layer's own forward becomes a call of that layer, when it is the only
     operation of that forward (so the call repeats nothing: a padding mode's ``F.pad``, say, stays outside)."""
@@ -145,8 +167,9 @@ def _rewrite_reads(root: nn.Module, graph: fx.Graph) -> None:
         if node.op != "get_attr":
             continue
         value = _lookup(root, node.target)
-        if value is _MISSING:  # a lifted constant of the capture: held by the exported module only
-            node.target = _add_constant(root, _lookup(node.graph.owning_module, node.target))
+        if value is _MISSING:  # a lifted constant of the capture, or the body of a no_grad / autocast region
+            held = _lookup(node.graph.owning_module, node.target)
+            node.target = _add_region(root, held) if isinstance(held, nn.Module) else _add_constant(root, held)
             continue
         posterior = _posterior_of(root, node.target)
         if posterior is None:
@@ -188,8 +211,8 @@ def capture_converted(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, An
     """
     from torch.fx.graph_module import _forward_from_src
 
-    with _capturing(root):
-        program, notes = export_forward(root, args, kwargs)
+    with capturing(root):
+        program, notes = export_forward(root, args, kwargs, dynamic=not root.__dict__.get(STATIC))
     module = program.module()
     graph = module.graph
     fixed, lower = shape_constraints(program, graph)

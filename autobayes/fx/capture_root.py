@@ -27,7 +27,8 @@ from torch.utils import _pytree as pytree
 from ..config import BayesConfig
 from ..nn.parameter import shared_draws
 from .capture import Captured, export_forward, flatten_inputs, functional_weights, specialised_note, structure_key
-from .capture_graph import CAPTURING, CONSTANT_PREFIX, capture_converted
+from .capture_graph import CAPTURING, CONSTANT_PREFIX, REGION_PREFIX, STATIC, capture_converted
+from .capture_sizes import undeclared_sizes
 from .convert import convert_modules, mapped_base
 from .derive import ROOTS, base_class, set_class, strip_state
 from .report import ConversionReport
@@ -120,8 +121,31 @@ def run_captured(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -
         entry = _capture(root, args, kwargs, key)
         if entry is None:
             return _eager(root, args, kwargs)
-    flat, kl = entry.fn(root, *leaves)
+    try:
+        flat, kl = entry.fn(root, *leaves)
+    except RuntimeError as err:
+        if root.__dict__.get(STATIC) or not entry.lower:
+            raise
+        return _undeclared_at_run(root, args, kwargs, err)
     return BayesOutput(pytree.tree_unflatten(list(flat), entry.out_spec), kl)
+
+
+def _undeclared_at_run(root: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any], err: Exception) -> BayesOutput:
+    """A dynamic graph failed at sizes it declared dynamic. When the model's own forward runs on these inputs, the
+    forward fixes a size torch.export did not declare (the conversion's check, :mod:`autobayes.fx.capture_sizes`,
+    tried other sizes): the result is the eager one, and the model is captured with static shapes from now on
+    (each new size at its first call). Otherwise the inputs are wrong, and the model's own error is raised."""
+    result = _eager(root, args, kwargs)  # raises the model's own error for inputs it refuses
+    root.__dict__[STATIC] = True
+    root.__dict__[CAPTURED] = {}
+    warnings.warn(
+        f"the captured graph of {type(root).__name__} failed at input sizes it declared dynamic "
+        f"({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}), where the model's own forward "
+        f"runs: the forward fixes a size torch.export did not declare. This call ran the model's own forward; "
+        f"from now on it is captured with static shapes, each new input size at its first call",
+        stacklevel=4,
+    )
+    return result
 
 
 class ExportRoot:
@@ -144,6 +168,8 @@ class ExportRoot:
     def __getstate__(self) -> Dict[str, Any]:
         state = strip_state(super().__getstate__())
         state.pop(CAPTURED, None)
+        for key in [k for k in state if k.startswith(REGION_PREFIX)]:  # bodies of captured regions: recaptured
+            del state[key]
         state[CAPTURING] = False
         buffers = state.get("_buffers")
         if buffers is not None:
@@ -196,6 +222,13 @@ def build_export(net: nn.Module, cfg: BayesConfig, report: ConversionReport, ana
     leaves, spec = flatten_inputs(args, kwargs)
     try:
         captured, notes = capture_converted(net, args, kwargs)
+        undeclared = undeclared_sizes(net, captured, leaves, spec)
+        if undeclared:
+            net.__dict__[STATIC] = True
+            captured, notes = capture_converted(net, args, kwargs)
+            notes.append(f"the forward fixes input sizes that torch.export left dynamic (at twice the example's "
+                         f"sizes the dynamic graph failed: {undeclared}): captured with static shapes, each new "
+                         f"input size at its first call")
     except Exception as err:  # noqa: BLE001 - reported by the caller
         raise CaptureFailure("converted model", err) from err
     net.__dict__[CAPTURED] = {structure_key(net, leaves, spec): [captured]}
@@ -204,7 +237,7 @@ def build_export(net: nn.Module, cfg: BayesConfig, report: ConversionReport, ana
                           for u in captured.units)
     report.notes.extend(notes)
     paths = pytree.tree_flatten_with_path((tuple(args), dict(kwargs)))[0]
-    note = specialised_note(captured.fixed, [pytree.keystr(path) for path, _ in paths])
+    note = specialised_note(captured.fixed, [pytree.keystr(path) for path, _ in paths], sorted(captured.lower))
     if note:
         report.notes.append(note)
     constants = [n for n, b in net.named_buffers(recurse=False) if n.startswith(CONSTANT_PREFIX) and b.numel()]

@@ -221,6 +221,12 @@ def convert_modules(
             wanted = weights_of(name, module)[0]
             names = [n for n in wanted if isinstance(module._parameters.get(n), nn.Parameter) and n not in ties_here]
         n_params = sum(module._parameters[n].numel() for n in names)
+        if names and wanted[0] in names and module._parameters[wanted[0]].numel() == 0 and not shared:
+            report.records.append(LayerRecord(name, tname, "skipped", params=names, n_params=n_params,
+                                              reason=f"its weight has zero elements (shape "
+                                                     f"{tuple(module._parameters[wanted[0]].shape)}): nothing to "
+                                                     f"make Bayesian, the layer stays as it is"))
+            continue
         n_shared = sum(module._modules[n + "_posterior"].mu.numel() for n in shared if n in counted.get(id(module), ()))
         if ties_here.get(wanted[0]) == "deterministic":
             report.records.append(LayerRecord(name, tname, "skipped", params=names + [wanted[0]], n_params=n_params,

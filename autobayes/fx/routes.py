@@ -36,8 +36,7 @@ def try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: Conve
         report.notes.append(f"example inputs for the capture: autobayes.hf.example_inputs(model) "
                             f"({', '.join(inputs[1])})")
     if inputs is None:
-        reason = ("the capture route (mode='export') needs example inputs: "
-                  "bayesify(model, example_inputs=torch.randn(2, 3, 32, 32))")
+        reason = f"the capture route (mode='export') needs example inputs: {_inputs_hint(model)}"
         if mode == "export":
             raise ConfigError(f"mode='export' captures the forward on example inputs, and none were given. "
                               f"Pass them: bayesify(model, mode='export', example_inputs=x) (a tensor, a tuple of "
@@ -65,6 +64,21 @@ def try_export(model: nn.Module, net: nn.Module, cfg: BayesConfig, report: Conve
     if spec is not None:  # a checkpoint stores it, so that loading captures the forward again
         net.__dict__[INPUT_SPEC] = spec
     return None
+
+
+def _inputs_hint(model: nn.Module) -> str:
+    """How to give ``model`` example inputs: for a wrapper of a ``transformers`` model (a PEFT model), the ones
+    :func:`autobayes.hf.example_inputs` builds from the wrapped model's config; else an image-shaped tensor."""
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else None
+    if base is not None and is_hf_model(base):
+        try:
+            keys = ", ".join(hf_example_inputs(base))
+        except Exception:  # noqa: BLE001 - only the hint's wording depends on it
+            keys = "its inputs"
+        return (f"bayesify(model, example_inputs=autobayes.hf.example_inputs(model.get_base_model())) ({keys}, "
+                f"built from the {type(base).__name__} config)")
+    return "bayesify(model, example_inputs=torch.randn(2, 3, 32, 32))"
 
 
 def warn_fallback(failure: TraceFailure, route: str, export_failure: Optional[str]) -> None:

@@ -20,6 +20,8 @@ The converted forward then refuses another value with an error naming the argume
 
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import math
 import operator
@@ -198,6 +200,13 @@ class BayesTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return is_leaf(m, self.leaf_types)
+
+    def create_arg(self, a: Any) -> Any:
+        """As torch.fx's, except that a dataclass dict (a ``transformers`` ``ModelOutput``) becomes a call of its own
+        class: torch.fx would record it as a plain ``dict``, and the converted model would return one."""
+        if isinstance(a, dict) and dataclasses.is_dataclass(a) and not isinstance(a, type):
+            return self.create_node("call_function", type(a), (), {k: self.create_arg(v) for k, v in a.items()})
+        return super().create_arg(a)
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         try:

@@ -17,6 +17,7 @@ from ..checks import check_int, check_positive
 from ..errors import ConfigError
 from ..losses import split_mean_logvar
 from .summaries import ClassificationSummary, RegressionSummary, classification_summary, regression_summary
+from ..hf.tasks import is_causal_lm, next_token_targets
 from .tokens import TokenAccumulator, TokenSummary, concat_token_summaries
 
 __all__ = ["predict"]
@@ -44,7 +45,10 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
     probabilities is kept, not every sample). Sequence classification (logits ``(N, C)``) gives the per-example
     :class:`ClassificationSummary`. A batch may be a dict of tensors (a tokenizer's output: ``input_ids``,
     ``attention_mask``, ...) passed as keyword arguments; its ``labels`` are kept as targets, not passed, and
-    its ``attention_mask`` becomes the token summary's ``mask`` (when it covers the predicted positions).
+    its ``attention_mask`` becomes the token summary's ``mask`` (when it covers the predicted positions). For a
+    ``transformers`` causal LM the labels follow transformers' convention (``labels=input_ids``, shifted inside the
+    model): the summary's ``targets[:, t]`` is ``labels[:, t + 1]``, the token the prediction at ``t`` is for
+    (the last position has none: -100).
 
     Several samples per forward: the batch is repeated ``k`` times along dim 0 (``x.repeat``) and the output
     split back into ``k`` samples. The rows are independent posterior samples only when the model draws its
@@ -103,6 +107,7 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
     bnn.eval()
     try:
         per_example = _per_example_noise(bnn)
+        causal = is_causal_lm(bnn)
         if samples_per_forward == "auto":
             fixed_k = None if per_example else 1
         else:
@@ -131,6 +136,8 @@ def predict(bnn: nn.Module, data: Union[Tensor, Iterable], n_samples: int = 100,
                     else:
                         outs.append(out)
                 if tokens is not None:
+                    if y is not None and causal:  # transformers' convention: labels=input_ids, shifted inside
+                        y = next_token_targets(y)
                     summaries.append(tokens.summary(y, _token_mask(x, tokens)))
                 else:
                     out = torch.cat(outs, dim=0).cpu()

@@ -34,8 +34,9 @@ class TokenSummary:
         predicted: ``(N, T)`` int64, argmax of the mean probabilities (-1 at padding added by concatenation).
         confidence: ``(N, T)`` the mean probability of ``predicted``.
         n_samples: ``S``.
-        targets: ``(N, T)`` labels when the data gave them (as given: for a causal LM, ``labels[n, t]`` is the
-            token that position ``t - 1`` predicts).
+        targets: ``(N, T)`` the target of each prediction when the data gave labels; -100 where there is none.
+            :func:`autobayes.predict` aligns a ``transformers`` causal LM's labels (``labels=input_ids``) with its
+            predictions: ``targets[n, t] = labels[n, t + 1]``.
         mask: ``(N, T)`` bool, the positions that hold tokens (the data's ``attention_mask``; batches of different
             lengths are padded with ``False``); ``None`` when every position counts.
         mean: ``(N, T, V)`` mean probabilities, kept only with ``return_samples=True`` (large for big vocabularies).
@@ -52,6 +53,18 @@ class TokenSummary:
     mask: Optional[Tensor] = None
     mean: Optional[Tensor] = None
     samples: Optional[Tensor] = None
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        """The share of the positions with a target (not -100, inside ``mask``) whose ``predicted`` token is the
+        target; ``None`` without targets (or with none to score)."""
+        if self.targets is None:
+            return None
+        scored = self.targets != -100
+        if self.mask is not None:
+            scored &= self.mask
+        n = int(scored.sum())
+        return None if n == 0 else float((self.predicted == self.targets)[scored].double().mean())
 
     def to_rows(self) -> List[Dict[str, Any]]:
         """One dict per token (masked positions left out): sequence, position, target, prediction, entropies."""
