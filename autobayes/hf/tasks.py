@@ -26,19 +26,21 @@ IGNORE_INDEX = -100
 
 def is_causal_lm(model: nn.Module) -> bool:
     """Whether ``model`` (deterministic or converted) is a ``transformers`` causal language model: its class is in
-    transformers' ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``.
+    transformers' ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` or has a causal-LM loss, and it is no encoder-decoder.
 
     Example:
         >>> is_causal_lm(torch.nn.Linear(2, 2))
         False
     """
-    if not is_hf_model(model):
+    if not is_hf_model(model) or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         return False
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     name = base_class(model).__name__
-    return any(name == v or (isinstance(v, (tuple, list)) and name in v)
-               for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return (any(name == v or (isinstance(v, (tuple, list)) and name in v)
+                for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+            or LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss)
 
 
 def next_token_targets(labels: Tensor) -> Tensor:

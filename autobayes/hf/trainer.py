@@ -41,28 +41,16 @@ from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
 from .. import metrics
 from ..checks import check_int
 from ..errors import ConfigError
-from ..fx.derive import base_class
 from ..io.checkpoint import load_state, save
 from ..io.files import FOLDER_CHECKPOINT
 from ..losses import CategoricalELBO, ELBOTerms
 from ..training.optim import beta_schedule
 from ..uncertainty import ClassificationSummary, predict
 from .pretrained import is_pretrained_class
+from .tasks import is_causal_lm, next_token_targets
 from .trainer_guard import building_bayes_trainer
 
 __all__ = ["BayesTrainer"]
-
-
-def _shifts_labels(model: nn.Module) -> bool:
-    """Whether ``model`` is a causal LM whose labels are its inputs, shifted inside the model (``transformers``'
-    convention): a class of the causal-LM auto mapping or with a causal-LM loss, not an encoder-decoder."""
-    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        return False
-    return (base_class(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
-            or LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss)
 
 
 class BayesTrainer(transformers.Trainer):
@@ -193,8 +181,8 @@ class BayesTrainer(transformers.Trainer):
         out: Dict[str, Any] = {"count": entropy.shape[0], "entropy": entropy[mask], "mi": mi[mask]}
         if labels is not None:
             labels = labels.cpu()
-            if _shifts_labels(model):  # logits[t] predict labels[t + 1]
-                probs, labels = probs[:, :-1], labels[:, 1:]
+            if is_causal_lm(model):  # logits[t] predict labels[t + 1]
+                labels = next_token_targets(labels)
             keep = labels != -100
             out.update(target_probs=probs[keep], targets=labels[keep])
         return out
