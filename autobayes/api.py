@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from .adapters import adapter_spec, plan_adapters
-from .config import BayesConfig, _match, default_layer_types
+from .config import BayesConfig, default_layer_types
 from .errors import ConfigError, UntraceableModelError
 from .fx.convert import convert_modules
 from .fx.report import ConversionReport
@@ -240,8 +240,7 @@ def _nothing_converted(model: nn.Module, cfg: BayesConfig, report: ConversionRep
     opt_in = sorted({r.type for r in report.skipped if "is opt-in" in r.reason})
     if opt_in and not filters:
         fix = f"{', '.join(opt_in)} layers are opt-in: convert them with layer_types={opt_in}"
-    opted = [r for r in report.skipped if "is opt-in" in r.reason and cfg.include is not None
-             and any(_match(r.name, p) for p in cfg.include)]
+    opted = [r for r in report.skipped if "is opt-in" in r.reason and cfg.included(r.name)]
     if opted:  # e.g. include=['embed'] naming an nn.Embedding: its type must be named in layer_types too
         opt_in = sorted({r.type for r in opted})
         named = ", ".join(r.name for r in opted[:4]) + (", ..." if len(opted) > 4 else "")

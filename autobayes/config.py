@@ -11,7 +11,7 @@ Precedence for a layer named ``name`` (its qualified name in the model):
 :meth:`BayesConfig.resolve_layer` applies these rules and says which one keeps a layer deterministic.
 
 This module imports no layers: the types ``layer_types`` may name come from the layer table that
-:mod:`autobayes.nn.mappings` registers here (:func:`register_layer_table`).
+:mod:`autobayes.nn.mappings` registers in :mod:`autobayes.layer_types` (:func:`register_layer_table`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import dataclasses
 import fnmatch
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .checks import check_finite, check_int, check_positive
 from .errors import ConfigError, UnknownNameError
+from .layer_types import (check_layer_type, default_layer_types, opt_in_type, register_layer_names,
+                          register_layer_table, supported_layer_types, type_matches)
 from .registry import did_you_mean
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "KL_METHODS",
     "TIE_MODES",
     "register_layer_table",
+    "register_layer_names",
     "supported_layer_types",
     "default_layer_types",
 ]
@@ -42,50 +45,6 @@ FORWARD_MODES = ("auto", "local", "sample", "mean")
 KL_METHODS = ("auto", "closed", "repar", "direct")
 #: What becomes of a tensor shared by several modules (see ``BayesConfig.tied`` and :mod:`autobayes.fx.ties`).
 TIE_MODES = ("shared", "deterministic")
-
-_LAYER_TABLES: List[Mapping[type, Any]] = []
-_OPT_IN: List[Collection[type]] = []
-
-
-def register_layer_table(table: Mapping[type, Any], *, opt_in: Collection[type] = ()) -> None:
-    """Let ``layer_types`` name the deterministic types that are keys of ``table`` (read live, so types added to
-    it later count too). :mod:`autobayes.nn.mappings` registers :data:`autobayes.nn.DEFAULT_MAPPINGS`.
-
-    The types of ``opt_in`` (also read live) are converted only when ``layer_types`` names them: with
-    ``layer_types=None`` (the default) they stay deterministic (embeddings, normalisation layers).
-
-    Example:
-        >>> register_layer_table({MyLayer: BayesMyLayer})  # doctest: +SKIP
-        >>> BayesConfig(layer_types=["MyLayer"]).layer_types  # doctest: +SKIP
-        (<class 'MyLayer'>,)
-    """
-    if not any(t is table for t in _LAYER_TABLES):
-        _LAYER_TABLES.append(table)
-    if opt_in is not None and len(opt_in) and not any(t is opt_in for t in _OPT_IN):
-        _OPT_IN.append(opt_in)
-
-
-def supported_layer_types() -> Dict[str, type]:
-    """``{name: type}`` of the deterministic layer types that can become Bayesian (what ``layer_types`` accepts).
-
-    Example:
-        >>> supported_layer_types()["Conv2d"]
-        <class 'torch.nn.modules.conv.Conv2d'>
-    """
-    return {cls.__name__: cls for table in _LAYER_TABLES for cls in table}
-
-
-def default_layer_types() -> Dict[str, type]:
-    """``{name: type}`` of the layer types ``layer_types=None`` converts: the supported ones less the opt-in ones
-    (``Embedding``, ``EmbeddingBag``, the normalisation layers), which ``layer_types`` must name.
-
-    Example:
-        >>> "Linear" in default_layer_types(), "Embedding" in default_layer_types()
-        (True, False)
-    """
-    opt_in = {cls for types in _OPT_IN for cls in types}
-    return {name: cls for name, cls in supported_layer_types().items() if cls not in opt_in}
-
 
 @dataclass
 class BayesConfig:
@@ -208,7 +167,7 @@ class BayesConfig:
         if self.moped_delta is not None:
             self.moped_delta = check_positive(self.moped_delta, "moped_delta")
         if self.layer_types is not None:
-            self.layer_types = tuple(_layer_type(t) for t in _as_tuple(self.layer_types, "layer_types"))
+            self.layer_types = tuple(check_layer_type(t) for t in _as_tuple(self.layer_types, "layer_types"))
         if self.include is not None:
             self.include = _patterns(self.include, "include")
         self.exclude = _patterns(self.exclude, "exclude")
@@ -236,6 +195,15 @@ class BayesConfig:
         or ``None`` when the layer stays deterministic (:meth:`resolve_layer` also says why)."""
         return self.resolve_layer(name, module)[0]
 
+    def included(self, name: str) -> bool:
+        """Whether an ``include`` pattern names the layer ``name`` (``False`` when ``include`` is ``None``).
+
+        Example:
+            >>> BayesConfig(include=["layer4.*"]).included("layer4.0.conv1")
+            True
+        """
+        return self.include is not None and any(_match(name, p) for p in self.include)
+
     def resolve_layer(
         self, name: str, module: Any = None, *, as_type: Optional[type] = None
     ) -> Tuple[Optional["BayesConfig"], str]:
@@ -254,14 +222,14 @@ class BayesConfig:
             0.1
         """
         if self.layer_types is not None and (module is not None or as_type is not None):
-            if not any(_type_matches(module, as_type, t) for t in self.layer_types):
+            if not any(type_matches(module, as_type, t) for t in self.layer_types):
                 return None, f"type not in layer_types={[getattr(t, '__name__', t) for t in self.layer_types]}"
         elif module is not None or as_type is not None:
-            opt_in = _opt_in_type(module, as_type)
+            opt_in = opt_in_type(module, as_type)
             if opt_in is not None:
                 return None, (f"{opt_in} is opt-in (off by default); turn it on by naming it in layer_types, "
                               f"e.g. layer_types=['Linear', '{opt_in}']")
-        if self.include is not None and not any(_match(name, p) for p in self.include):
+        if self.include is not None and not self.included(name):
             return None, f"not matched by include={list(self.include)}"
         for p in self.exclude:
             if _match(name, p):
@@ -359,44 +327,6 @@ def _patterns(value: Any, what: str) -> Tuple[str, ...]:
         if not isinstance(p, str):
             raise ConfigError(f"{what} must hold name patterns (str) such as 'fc' or 'layer4.*', got {p!r}")
     return items
-
-
-def _layer_type(t: Any) -> Union[type, str]:
-    supported = supported_layer_types()
-    if isinstance(t, type):
-        if not any(issubclass(t, cls) for cls in supported.values()):
-            raise ConfigError(f"layer_types: {t.__name__} is not a supported layer type; supported: {sorted(supported)}")
-        return t
-    if isinstance(t, str) and t in supported:
-        return supported[t]
-    named = _functional_names()
-    if t in named:  # a class of another library (transformers' Conv1D), matched by its name: nothing imported
-        return t
-    names = sorted(supported) + sorted(named)
-    raise UnknownNameError(f"layer_types: unknown layer type {t!r}; supported: {names}.{did_you_mean(str(t), names)}")
-
-
-def _functional_names() -> List[str]:
-    """Names of the modules whose weights autobayes converts as posterior attributes (their forward reads them
-    functionally: ``MultiheadAttention``, transformers' ``Conv1D``), which ``layer_types`` accepts too."""
-    from .fx.convert import FUNCTIONAL_WEIGHT_CLASSES, FUNCTIONAL_WEIGHTS
-
-    return [t.__name__ for t in FUNCTIONAL_WEIGHTS] + [qualname for _, qualname in FUNCTIONAL_WEIGHT_CLASSES]
-
-
-def _opt_in_type(module: Any, as_type: Optional[type]) -> Optional[str]:
-    """The name of the opt-in layer type ``module`` counts as, unless it also counts as a default type."""
-    defaults = default_layer_types().values()
-    if any(_type_matches(module, as_type, t) for t in defaults):
-        return None
-    opt_in = [t for types in _OPT_IN for t in types if _type_matches(module, as_type, t)]
-    return opt_in[0].__name__ if opt_in else None
-
-
-def _type_matches(module: Any, as_type: Optional[type], t: Union[type, str]) -> bool:
-    if not isinstance(t, type):
-        return module is not None and type(module).__name__ == t
-    return isinstance(module, t) or (as_type is not None and issubclass(as_type, t))
 
 
 def _match(name: str, pattern: str) -> bool:

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from torch import nn
 
-from ..config import BayesConfig
+from ..config import BayesConfig, register_layer_names
 from ..errors import ConfigError
 from ..nn import ATTRIBUTE_LAYERS, BayesLayer, BayesParameter, get_default_mappings
 from .derive import base_class, set_class
@@ -58,6 +58,8 @@ FUNCTIONAL_WEIGHTS: Dict[type, Tuple[str, ...]] = {
 FUNCTIONAL_WEIGHT_CLASSES: Dict[Tuple[str, str], Tuple[str, ...]] = {
     ("transformers.pytorch_utils", "Conv1D"): ("weight", "bias"),
 }
+register_layer_names(lambda: [t.__name__ for t in FUNCTIONAL_WEIGHTS]
+                     + [qualname for _, qualname in FUNCTIONAL_WEIGHT_CLASSES])
 
 
 def functional_weights(module: nn.Module) -> Optional[Tuple[str, ...]]:

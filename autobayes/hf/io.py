@@ -68,9 +68,8 @@ def autobayes_weights(folder: Any) -> Optional[Path]:
         >>> autobayes_weights("bert-tiny/") is None  # doctest: +SKIP
         True
     """
-    from ..io.checkpoint import METADATA_KEY
     from ..io.files import folder_checkpoint
-    from ..io.formats import read_safetensors_metadata
+    from ..io.formats import METADATA_KEY, read_safetensors_metadata
 
     saved = folder_checkpoint(folder)  # bnn.save_pretrained's own checkpoint comes first
     for path in ([saved] if saved else []) + sorted(Path(folder).glob("*.safetensors")):

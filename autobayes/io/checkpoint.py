@@ -56,7 +56,7 @@ from ..errors import AutobayesError, CheckpointError
 from ..fx.routes import INPUT_SPEC, inputs_from_spec
 from .arch import arch_spec, build_deterministic
 from .files import PathLike, atomic_output, folder_checkpoint, require_file
-from .formats import first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
+from .formats import METADATA_KEY, first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
 from .ties import retie, tied_entry
 
@@ -67,8 +67,6 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "sav
 FORMAT_NAME = "autobayes.bnn"
 #: Version of the checkpoint layout; :func:`load` refuses newer versions.
 FORMAT_VERSION = 1
-#: safetensors header-metadata key holding the JSON document.
-METADATA_KEY = "autobayes"
 #: What to do with a deterministic checkpoint given where an autobayes checkpoint is expected.
 CONVERT_HINT = ("to turn a deterministic checkpoint into an autobayes checkpoint, run "
                 "`autobayes convert SOURCE -o OUT.safetensors --arch ARCH`")

@@ -14,8 +14,11 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 
-__all__ = ["sniff", "first_line", "read_safetensors", "read_safetensors_metadata", "tensors_for_saving",
-           "tied_tensors"]
+__all__ = ["METADATA_KEY", "sniff", "first_line", "read_safetensors", "read_safetensors_metadata",
+           "tensors_for_saving", "tied_tensors"]
+
+#: safetensors header-metadata key holding an autobayes checkpoint's JSON document.
+METADATA_KEY = "autobayes"
 
 
 def sniff(path: Path) -> str:
