@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Build the documentation site, offline, from a fresh clone:   bash scripts/docs.sh
+# Creates (or reuses) .venv, installs autobayes with its `docs` extra (MkDocs Material, mkdocstrings) and builds
+# the site with `mkdocs build --strict` (a broken link, a missing reference or a warning fails) into site/.
+# Open site/index.html in a browser: the site needs no server and fetches nothing from the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh docs
+.venv/bin/python -m mkdocs build --strict --site-dir site "$@"
+echo "built: $(pwd)/site/index.html"
