@@ -34,6 +34,8 @@ NOT_RUN = {
     "torchrun --nnodes 2": "several machines and the CIFAR-10 files in /data; the one-machine form (--nproc 2) "
                            "runs here, and tests/test_distributed.py runs torchrun-style ranks",
     "-m autobayes train --data cifar10": "the continuation of the torchrun line above",
+    "autobayes train --nproc 2": "two spawned processes (~25 s of CPU): tests/test_distributed.py trains with "
+                                 "nproc=2 end to end",
     "bash quickstart.sh": "creates .venv and trains (the quick start itself; CI runs bash run_tests.sh)",
     "bash run_tests.sh": "runs this test suite",
     "pip install -e .[dev]": "the development install (bash run_tests.sh makes it)",
@@ -99,6 +101,7 @@ def test_every_example_has_a_gallery_page_in_the_navigation():
         assert f"gallery/{script.stem}.md" in nav, f"add gallery/{script.stem}.md to the nav of mkdocs.yml"
 
 
+@pytest.mark.slow
 def test_every_code_block_runs_as_written(tmp_path):
     pages, skipped = [], []
     for page in PAGES:
