@@ -16,6 +16,7 @@ import argparse
 import ast
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,8 @@ def docstring(path: Path) -> tuple[str, str]:
     doc = ast.get_docstring(ast.parse(path.read_text())) or path.stem
     title, _, body = doc.partition("\n")
     lines = [line for line in body.strip("\n").splitlines() if not line.strip().startswith("python examples/")]
-    return title.strip().rstrip("."), "\n".join(lines).replace("``", "`").strip()
+    text = re.sub(r":(?:func|class|mod|data|meth|attr):`~?([^`]+)`", r"``\1``", "\n".join(lines))  # Sphinx roles
+    return title.strip().rstrip("."), text.replace("``", "`").strip()
 
 
 def run(stem: str) -> None:

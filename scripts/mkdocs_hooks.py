@@ -41,7 +41,9 @@ def cli_reference(command: str) -> str:
     if parser is None:
         raise ValueError(f"<!-- cli: {command} -->: autobayes has no command {command!r}")
     formatter = parser._get_formatter()
-    usage = " ".join(parser.format_usage().split())
+    wrapped = argparse.HelpFormatter(prog=parser.prog, width=100)  # the same on every machine (not $COLUMNS)
+    wrapped.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)
+    usage = wrapped.format_help().strip()
     out = [_cell(parser.description or ""), "", f"```text\n{usage}\n```", ""]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
@@ -55,6 +57,8 @@ def cli_reference(command: str) -> str:
             value = _cell(formatter._format_args(action, action.dest.upper())) if takes_value else ""
             if action.choices is not None and takes_value:
                 value = ", ".join(f"`{c}`" for c in action.choices)
+            elif value and not action.option_strings and value == (action.metavar or action.dest):
+                value = ""  # a positional argument: its name is in the first column already
             elif value:
                 value = f"`{value}`"
             default = action.default
