@@ -41,7 +41,7 @@ def cli_reference(command: str) -> str:
     if parser is None:
         raise ValueError(f"<!-- cli: {command} -->: autobayes has no command {command!r}")
     formatter = parser._get_formatter()
-    wrapped = argparse.HelpFormatter(prog=parser.prog, width=100)  # the same on every machine (not $COLUMNS)
+    wrapped = argparse.HelpFormatter(prog=parser.prog, width=78)  # fits the page; the same on every machine
     wrapped.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)
     usage = wrapped.format_help().strip()
     out = [_cell(parser.description or ""), "", f"```text\n{usage}\n```", ""]
