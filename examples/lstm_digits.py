@@ -8,7 +8,7 @@ than its mean but under-confident (mean-field VI on 1,437 examples), and markedl
 answers (mutual information 0.47) than on its right ones (0.16).
 
 A plain ``nn.LSTM`` classifier is converted with ``autobayes.bayesify`` (Gaussian posterior): the LSTM's weights
-get one posterior draw per forward, shared by the 8 time steps (``forward="sample"``; see the README on
+get one posterior draw per forward, shared by the 8 time steps (``forward="sample"``; see the docs guide on
 recurrent layers), the head is Bayesian too. It is trained by variational inference (``CategoricalELBO``: the
 cross-entropy plus KL / N) in a plain loop, next to the same deterministic LSTM trained with cross-entropy alone,
 and both are scored on the held-out split: accuracy, NLL, ECE, then how the Bayesian model's uncertainty

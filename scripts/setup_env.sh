@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment .venv and install autobayes into it.
 #   scripts/setup_env.sh            # runtime dependencies
-#   scripts/setup_env.sh dev        # plus the test dependencies (pytest, scipy)
+#   scripts/setup_env.sh dev        # plus the test dependencies (pytest, scipy, the docs tools)
+#   scripts/setup_env.sh docs       # plus the documentation tools (MkDocs Material, mkdocstrings)
 # torch / torchvision are pinned to the releases this machine keeps on disk (a bare `torch` would download a
 # newer multi-GB CUDA build); pyproject.toml accepts any torch in [2.4, 2.14.1].
 set -euo pipefail
@@ -15,6 +16,9 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
     .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 extra=""
-if [ "${1:-}" = "dev" ]; then extra="[dev]"; fi
+case "${1:-}" in
+    dev) extra="[dev]" ;;
+    docs) extra="[docs]" ;;
+esac
 .venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import autobayes, torch; print(f'autobayes {autobayes.__version__} ready (torch {torch.__version__})')"

@@ -44,7 +44,17 @@ def test_all_lists_exactly_the_public_api():
 def test_every_public_name_resolves():
     missing = [name for name in PUBLIC_API if not hasattr(autobayes, name)]
     assert not missing
-    assert autobayes.__version__ == "0.1.0"
+
+
+
+def test_version_matches_pyproject_and_changelog():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    version = re.search(r'^version = "(.+)"$', (root / "pyproject.toml").read_text(), re.M).group(1)
+    assert autobayes.__version__ == version == "0.2.0"
+    assert f"## [{version}]" in (root / "CHANGELOG.md").read_text(), "CHANGELOG.md has no section for this version"
 
 
 def test_documented_names_outside_all_still_import():

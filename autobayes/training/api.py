@@ -84,7 +84,11 @@ def train(
         overwrite: replace the run in ``out_dir`` (``autobayes train --force``): its :data:`RUN_FILES` are
             deleted before training starts; other files in the folder are left alone.
         model_kwargs: extra arguments of the architecture (e.g. ``{"width": 32}``).
-        data_root, val_fraction, augment, image_size, download: see :func:`autobayes.data.load_dataset`.
+        data_root: folder of the torchvision data sets; see :func:`autobayes.data.load_dataset`, as for the next four.
+        val_fraction: held-out share for validation.
+        augment: standard augmentation of the training images.
+        image_size: resize images to this size.
+        download: let torchvision download a missing data set.
         variance: regression noise variance of :class:`autobayes.losses.GaussianELBO` (``"learned"`` by default).
         num_workers: ``DataLoader`` worker processes.
         progress: tqdm progress bars and one line per epoch.
