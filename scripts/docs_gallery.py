@@ -38,6 +38,7 @@ COMMANDS = {
     "lora_finetune": [],
     "lstm_digits": [],
     "bayesian_gpt2_docstrings": ["--quick", "--out", "runs/gpt2_docstrings"],
+    "hf_trainer_classifier": ["--quick", "--out", "runs/hf_trainer_classifier"],
 }
 
 
