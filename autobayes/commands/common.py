@@ -49,7 +49,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("architecture (see autobayes.models.build_model)")
     group.add_argument("--num-classes", type=int, default=10, metavar="N", help="number of classes (outputs)")
     group.add_argument("--in-channels", type=int, default=3, metavar="C", help="input image channels")
-    group.add_argument("--image-size", type=int, default=32, metavar="PX", help="side of the square input images")
+    group.add_argument("--image-size", type=int, default=None, metavar="PX",
+                       help="side of the square input images the network was trained on, recorded for `autobayes "
+                       "predict` / `evaluate` (default: not recorded, the size is unknown; an architecture that needs "
+                       "one to be built gets 32)")
     group.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE",
         help="extra constructor argument of the architecture, VALUE as JSON (e.g. --model-arg width=32); repeatable",
@@ -78,7 +81,9 @@ def key_values(items: List[str], what: str) -> Dict[str, Any]:
 
 def model_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Keyword arguments of :func:`autobayes.models.build_model` (besides ``arch``)."""
-    kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size)
+    kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels)
+    if args.image_size is not None:  # else build_model's default: what the architecture is built for, not a record
+        kwargs["image_size"] = args.image_size
     kwargs.update(key_values(args.model_arg, "--model-arg"))
     return kwargs
 

@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 from ..api import MODES
-from .common import add_bayes_options, add_model_options, bayes_config_from_args, formatter, model_kwargs_from_args
+from .common import (add_bayes_options, add_model_options, bayes_config_from_args, formatter, model_kwargs_from_args,
+                     positive)
 
 __all__ = ["add_parser", "run"]
 
@@ -145,6 +146,8 @@ def _preprocessing(args: argparse.Namespace) -> dict:
         out["class_names"] = list(args.class_names)
     if args.task is not None:
         out["task"] = args.task
+    positive(args.image_size, "--image-size")
+    out["image_size"] = args.image_size  # None: the user gave no size and the inputs' size is unknown, not 32
     return out
 
 

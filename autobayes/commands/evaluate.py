@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which split to evaluate")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--image-size", type=int, default=None, metavar="PX",
+                        help="resize the images to PX x PX (default: the size recorded in the checkpoint, the one the "
+                        "network was trained on; the data set's own size when none is recorded)")
     parser.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE and reliability diagram")
     parser.add_argument("--noise-variance", type=float, default=None, metavar="V",
                         help="regression: the likelihood's noise variance, standardised units (default: the stored one)")
@@ -92,6 +95,21 @@ def _dataset(name: str, args: argparse.Namespace, arch_kwargs: Dict[str, Any], s
         )
     _check_same_preprocessing(name, stored, info)
     return (val if split == "val" else train), info
+
+
+def _input_size(args: argparse.Namespace, stored):
+    """The checkpoint's :class:`~autobayes.data.DatasetInfo` with ``--image-size``, if given, as its image size."""
+    import dataclasses
+
+    from ..errors import ConfigError
+
+    if args.image_size is None:
+        return stored
+    positive(args.image_size, "--image-size")
+    if stored.num_features is not None:
+        raise ConfigError(f"--image-size resizes images; the network of {str(args.checkpoint)!r} takes rows of "
+                          f"{stored.num_features} features: drop --image-size")
+    return dataclasses.replace(stored, image_size=args.image_size)
 
 
 def _check_same_preprocessing(name: str, stored, info) -> None:
@@ -145,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     bnn = load(args.checkpoint, device=device)
     arch_kwargs = bnn.autobayes_checkpoint["arch"].get("kwargs") or {}
-    args.stored_data = DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint)  # how _dataset prepares the data
+    args.stored_data = _input_size(args, DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint))  # how _dataset
     if args.data is None:
         recorded = ((bnn.autobayes_checkpoint.get("metadata") or {}).get("dataset") or {}).get("name")
         if not recorded:

@@ -128,6 +128,9 @@ def _data_lines(spec: Mapping[str, Any]) -> List[str]:
         text += ", standardised per feature with stored statistics" if info.feature_mean is not None else \
             ", feature standardisation not recorded (fed as given)"
         lines.append(f"  inputs:          {text}")
+    else:
+        lines.append(f"  inputs:          {info.in_channels}-channel images of unrecorded size (converted without "
+                     f"--image-size: give it to `autobayes predict` / `evaluate`)")
     if info.name:
         split = "" if info.split_seed is None else \
             f" (validation split: {info.val_fraction:g} of it, seed {info.split_seed})"
