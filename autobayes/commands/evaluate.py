@@ -12,10 +12,10 @@ from .regression import check_noise_variance
 
 __all__ = ["add_parser", "run", "OUTPUT_FILES", "REGRESSION_FILES"]
 
-#: Files written under --out (the OOD histogram only with --ood-data; for regression only the first two).
+#: Files written under --out for a classifier (the OOD histogram only with --ood-data).
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "reliability.png", "confidence.png", "ood_histogram.png")
 #: Files written under --out for a regression checkpoint.
-REGRESSION_FILES = ("metrics.json", "predictions.csv")
+REGRESSION_FILES = ("metrics.json", "predictions.csv", "predicted_vs_true.png", "interval_coverage.png")
 
 EXAMPLES = """\
 examples:
@@ -30,7 +30,9 @@ validation split (the official test split of torchvision sets): by default the d
 the checkpoint by `autobayes train`. Images are prepared as the checkpoint records (channels, size and, for
 imagefolder:PATH data, its normalisation). A regression checkpoint (e.g. trained on diabetes) gets RMSE, MAE,
 R^2, Gaussian NLL and interval coverage in the targets' original units (plus RMSE and NLL of the
-standardised targets, as in the training log) and the two first files only. Existing files need --force."""
+standardised targets, as in the training log), metrics.json, predictions.csv, predicted_vs_true.png (each
+predictive mean and interval against the true value) and interval_coverage.png (the share of targets inside
+the central interval of each level, against the level). Existing files need --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -254,14 +256,14 @@ def _table(results: Dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- regression
 def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> int:
-    """Metrics of a regression checkpoint in the targets' original units; writes metrics.json and predictions.csv."""
+    """Metrics of a regression checkpoint in the targets' original units; writes :data:`REGRESSION_FILES`."""
     import math
     import warnings
 
     import torch
     from torch.utils.data import DataLoader
 
-    from .. import metrics
+    from .. import metrics, plots
     from ..errors import ConfigError
     from ..io import atomic_output, check_output
     from ..uncertainty import predict
@@ -320,8 +322,15 @@ def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> i
         tmp.write_text(json.dumps(results, indent=2) + "\n")
     with atomic_output(targets["predictions.csv"], overwrite=args.force) as tmp:
         _write_regression_csv(tmp, y, pred, mean.shape)
+    with atomic_output(targets["predicted_vs_true.png"], overwrite=args.force) as tmp:
+        plots.plot_predicted_vs_true(y, mean, pred["lower"].reshape(mean.shape), pred["upper"].reshape(mean.shape),
+                                     tmp, level=args.interval)
+    if positive_var:  # the coverage of each level's interval needs a spread
+        with atomic_output(targets["interval_coverage.png"], overwrite=args.force) as tmp:
+            plots.plot_interval_coverage(y, mean, std, tmp)
     print(_regression_table(results))
-    print(f"wrote {', '.join(REGRESSION_FILES)} to {args.out}")
+    written = [n for n in REGRESSION_FILES if positive_var or n != "interval_coverage.png"]
+    print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 

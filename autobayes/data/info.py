@@ -64,6 +64,17 @@ class DatasetInfo:
     split_seed: Optional[int] = None
     val_fraction: Optional[float] = None
 
+    @property
+    def standardised_targets(self) -> bool:
+        """Whether the regression targets were standardised (``target_mean`` / ``target_std`` other than 0 / 1):
+        the network's outputs, and the training log's RMSE and NLL, are then in standardised units.
+
+        Example:
+            >>> load_dataset("diabetes")[2].standardised_targets  # doctest: +SKIP
+            True
+        """
+        return (self.target_mean, self.target_std) != (0.0, 1.0)
+
     def model_kwargs(self) -> Dict[str, Any]:
         """The sizing arguments of :func:`autobayes.models.build_model` for this data."""
         return dict(num_classes=self.num_classes, in_channels=self.in_channels, image_size=self.image_size,

@@ -108,8 +108,10 @@ def _data_lines(spec: Mapping[str, Any]) -> List[str]:
     known_task = bool(recorded.get("task") or preprocessing.get("task"))
     if info.task == "regression":
         task = f"regression, {info.num_classes} output(s)"
-        if recorded:
+        if recorded and info.standardised_targets:
             task += f"; targets standardised, y = {info.target_mean:.6g} + {info.target_std:.6g} * output"
+        elif recorded:
+            task += "; targets in their own units (not standardised)"
     else:
         names = f": {_short_list(info.class_names, 10)}" if info.class_names else " (class names not recorded)"
         task = f"classification, {info.num_classes} classes{names}"
