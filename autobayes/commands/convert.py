@@ -14,9 +14,10 @@ __all__ = ["add_parser", "run"]
 
 EXAMPLES = """\
 examples:
-  # a torchvision ResNet-18 trained on 10 classes, posterior means at its weights, prior centred on them
+  # a torchvision ResNet-18 trained on 10 classes of 32x32 images, posterior means at its weights, prior centred
+  # on them (without --image-size the input size is recorded as unknown, and predict asks for it)
   autobayes convert resnet18.pt -o resnet18_bnn.safetensors --arch torchvision:resnet18 --num-classes 10 \\
-      --posterior gaussian --init-scale 1e-3 --prior-loc weights --prior-scale 0.1
+      --image-size 32 --posterior gaussian --init-scale 1e-3 --prior-loc weights --prior-scale 0.1
 
   # only the classifier becomes Bayesian
   autobayes convert digits_cnn.pt -o digits_bnn.safetensors --arch digits_cnn --in-channels 1 --image-size 8 \\
