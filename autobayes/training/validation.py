@@ -25,8 +25,8 @@ def validate(net: nn.Module, bnn: nn.Module, criterion: nn.Module, loader: Any, 
     """``n_test`` posterior samples per example; the loss (beta = 1) of the first sample, the metrics of the
     Monte Carlo predictive: accuracy, NLL and ECE of the mean probabilities (classification), or RMSE, R^2 and
     Gaussian NLL of the predictive mixture (regression, in the units of the network's targets: standardised
-    when the data set standardises them), and ``val_chance_nll``, the NLL
-    of the best constant prediction (:func:`~autobayes.training.logs.chance_nll`; not a column of ``log.csv``)."""
+    when the data set standardises them), and ``val_chance_nll``, the NLL of the best constant prediction
+    (:func:`~autobayes.training.logs.chance_nll`; not a column of ``log.csv``)."""
     from ..api import kl_disabled
 
     bnn.eval()
