@@ -1,7 +1,7 @@
 """The ``autobayes`` command (also ``python -m autobayes``): train, evaluate, convert, inspect, predict.
 
 Exit codes: 0 success, 2 usage error (bad flag, unknown name, invalid option value), 1 failure (missing or
-corrupt file, checkpoint that does not match, output that exists without ``--force``, ...). Expected failures
+corrupt file, checkpoint that does not match its architecture or the data, output that exists without ``--force``, ...). Expected failures
 print one line, ``autobayes: error: ...``, on stderr (a usage error ends with ``(see autobayes COMMAND --help)``);
 set ``AUTOBAYES_DEBUG=1`` to see the traceback. Long options are never abbreviated (``--init`` is not
 ``--init-scale``). The current directory is on ``sys.path``, as under ``python -m``, so ``--arch
@@ -28,7 +28,7 @@ COMMANDS = ("train", "evaluate", "convert", "inspect", "predict")
 _EPILOG = """\
 examples:
   autobayes train --arch digits_cnn --data digits --out runs/digits
-  autobayes convert resnet18.pt -o resnet18_bnn.safetensors --arch torchvision:resnet18 --num-classes 10 --init-scale 1e-3
+  autobayes convert resnet18.pt -o resnet18_bnn.safetensors --arch torchvision:resnet18 --num-classes 10 --image-size 32 --init-scale 1e-3
   autobayes inspect torchvision:resnet18 --posterior gaussian --exclude conv1
   autobayes inspect resnet18_bnn.safetensors
   autobayes predict resnet18_bnn.safetensors images/ -o predictions.csv

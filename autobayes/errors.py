@@ -13,6 +13,7 @@ __all__ = [
     "NoClosedFormError",
     "UntraceableModelError",
     "CheckpointError",
+    "DataMismatchError",
 ]
 
 
@@ -44,3 +45,8 @@ class UntraceableModelError(AutobayesError, RuntimeError):
 
 class CheckpointError(AutobayesError, RuntimeError):
     """A checkpoint file is missing, corrupt, of the wrong format or does not match the architecture."""
+
+
+class DataMismatchError(AutobayesError, ValueError):
+    """A network given to train does not fit the data: its classes, channels or features, or its inputs' shape
+    (``autobayes train --init CHECKPOINT`` with other data: a failure, exit code 1, not a usage error)."""

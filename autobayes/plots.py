@@ -1,4 +1,5 @@
-"""PNG plots of predictive uncertainty: reliability diagram, confidence curves, OOD histograms, regression bands.
+"""PNG plots of predictive uncertainty: reliability diagram, confidence curves, OOD histograms, regression bands,
+predicted against true values and the coverage of regression intervals.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display needed), saved to
 ``path`` and closed. Each function returns ``path``.
@@ -12,13 +13,15 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import ConfigError
-from .metrics import as_float, confidence_curve, reliability_table
+from .metrics import as_float, confidence_curve, interval_coverage, reliability_table
 
 __all__ = [
     "plot_reliability_diagram",
     "plot_confidence_curve",
     "plot_uncertainty_histogram",
     "plot_regression_band",
+    "plot_predicted_vs_true",
+    "plot_interval_coverage",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -167,6 +170,89 @@ def plot_regression_band(x: Any, mean: Any, lower: Any, upper: Any, path: PathLi
                 alpha=0.7, label="training data")
     ax.set(xlabel="x", ylabel="y", title=title)
     ax.legend(loc="best")
+    return _save(fig, path)
+
+
+def plot_predicted_vs_true(target: Any, mean: Any, lower: Any, upper: Any, path: PathLike, level: float = 0.95,
+                           title: str = "Predicted against true values") -> PathLike:
+    """Regression of any input dimension: each example's predictive mean against its true target, with its
+    predictive interval as a vertical bar, and the diagonal of perfect prediction; the title gives the share of
+    targets inside their interval (:func:`autobayes.metrics.interval_coverage`) against the nominal level.
+
+    Args:
+        target: true targets (any shape; every entry is one point).
+        mean: predictive means, the same shape.
+        lower: lower interval ends, the same shape.
+        upper: upper interval ends, the same shape.
+        path: output PNG file.
+        level: the intervals' nominal level, for the title.
+        title: figure title (the coverage is appended).
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> plot_predicted_vs_true(y, s.mean, s.lower, s.upper, "runs/predicted_vs_true.png")  # doctest: +SKIP
+    """
+    y, m, lo, hi = (as_float(a).ravel() for a in (target, mean, lower, upper))
+    if not len(y) == len(m) == len(lo) == len(hi) or len(y) == 0:
+        raise ConfigError(f"plot_predicted_vs_true: target, mean, lower, upper must be non-empty and of one size, "
+                          f"got {[len(a) for a in (y, m, lo, hi)]}")
+    coverage = interval_coverage(lo, hi, y)
+    fig, ax = _figure(size=(5.5, 5.5))
+    inside = (y >= lo) & (y <= hi)
+    for mask, color, label in ((inside, "tab:blue", "interval holds the target"),
+                               (~inside, "tab:red", "interval misses the target")):
+        if mask.any():
+            ax.errorbar(y[mask], m[mask], yerr=np.stack([m[mask] - lo[mask], hi[mask] - m[mask]]), fmt="o",
+                        markersize=3, color=color, ecolor=color, elinewidth=0.8, alpha=0.6, label=label)
+    ends = [float(min(y.min(), lo.min())), float(max(y.max(), hi.max()))]
+    ax.plot(ends, ends, "--", color="gray", label="perfect prediction")
+    ax.set(xlabel="true value", ylabel=f"predictive mean and {level:.0%} interval",
+           title=f"{title}\n{level:.0%} intervals hold {coverage:.1%} of the targets")
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_interval_coverage(target: Any, mean: Any, std: Any, path: PathLike,
+                           levels: Optional[Sequence[float]] = None,
+                           title: str = "Calibration of the predictive intervals") -> PathLike:
+    """Regression calibration: for each nominal level, the share of targets inside the central normal interval
+    ``mean +- z * std`` of that level, against the level; a calibrated predictive lies on the diagonal, an
+    overconfident one below it.
+
+    Args:
+        target: true targets (any shape).
+        mean: predictive means, the same shape.
+        std: predictive standard deviations (> 0), the same shape.
+        path: output PNG file.
+        levels: nominal levels in (0, 1) (default ``0.05, 0.10, ..., 0.95`` and ``0.99``).
+        title: figure title.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> plot_interval_coverage(y, s.mean, s.std, "runs/interval_coverage.png")  # doctest: +SKIP
+    """
+    from statistics import NormalDist
+
+    y, m, sd = (as_float(a).ravel() for a in (target, mean, std))
+    if not len(y) == len(m) == len(sd) or len(y) == 0:
+        raise ConfigError(f"plot_interval_coverage: target, mean, std must be non-empty and of one size, got "
+                          f"{[len(a) for a in (y, m, sd)]}")
+    nominal = np.asarray(levels if levels is not None else [*np.arange(0.05, 0.951, 0.05), 0.99], dtype=np.float64)
+    if not np.all((nominal > 0) & (nominal < 1)):
+        raise ConfigError(f"plot_interval_coverage: levels must lie in (0, 1), got {nominal.tolist()}")
+    observed = [interval_coverage(m - z * sd, m + z * sd, y)
+                for z in (NormalDist().inv_cdf(0.5 + q / 2) for q in nominal)]
+    fig, ax = _figure(size=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.plot(nominal, observed, "o-", color="tab:blue", label=f"observed (N={len(y)})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="nominal level of the central interval",
+           ylabel="share of targets inside", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
     return _save(fig, path)
 
 

@@ -50,6 +50,8 @@ def test_checkpoint_v0_1_0_loads_with_the_same_outputs(tmp_path):
         old.pop(key), new.pop(key)
     for key, default in {"tied": "shared"}.items():  # options added since 0.1.0: saved with their defaults
         assert key not in old["bayes_config"] and new["bayes_config"].pop(key) == default
+    # entries added since 0.1.0 (optional on loading): no parameter of this network is frozen
+    assert "frozen_parameters" not in old and new.pop("frozen_parameters") == []
     assert json.dumps(new, sort_keys=True) == json.dumps(old, sort_keys=True)
     assert new["bayesian_layers"] == ["0", "2", "6", "8"]
     with safe_open(str(path), "pt") as a, safe_open(str(again), "pt") as b:

@@ -201,7 +201,8 @@ def test_evaluate_regression_in_original_units_on_the_training_split(diabetes_ck
     assert main(["evaluate", str(diabetes_ckpt), "--out", str(out), "--n-samples", "20"]) == 0
     table = capsys.readouterr().out
     assert "RMSE" in table and "coverage of the 95% intervals" in table
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "predictions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["metrics.json", "predictions.csv", "predicted_vs_true.png",
+                                                            "interval_coverage.png"])
     m = json.loads((out / "metrics.json").read_text())
     bunch, va = _diabetes_validation(seed=1)  # the split the network was trained with (recorded), not seed 0
     rows = _read_csv(out / "predictions.csv")

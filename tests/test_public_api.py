@@ -11,7 +11,7 @@ PUBLIC_API = [
     "save", "load", "read_checkpoint_info", "CheckpointInfo", "load_state_dict_file", "OutputExistsError",
     # configuration and errors
     "BayesConfig", "AutobayesError", "CheckpointError", "ConfigError", "NoClosedFormError", "UnknownNameError",
-    "UntraceableModelError",
+    "UntraceableModelError", "DataMismatchError",
     # layers
     "BayesLayer", "BayesParameter", "BayesLinear", "BayesConv1d", "BayesConv2d", "BayesConv3d",
     "BayesConvTranspose1d", "BayesConvTranspose2d", "BayesConvTranspose3d", "get_default_mappings",

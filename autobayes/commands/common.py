@@ -54,8 +54,9 @@ MODE_HELP = ("conversion route of autobayes.bayesify: fx (torch.fx graph rewrite
 
 
 # ---------------------------------------------------------------------- model
-#: The sizes of an architecture whose flag (:func:`add_model_options`) is not given.
-MODEL_DEFAULTS = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+#: The sizes of an architecture whose flag (:func:`add_model_options`) is not given (``--image-size`` has none: an
+#: image size not given is not recorded, and build_model builds the architecture at its own default).
+MODEL_DEFAULTS = {"num_classes": 10, "in_channels": 3}
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        "its label head for N labels")
     group.add_argument("--in-channels", type=int, default=None, metavar="C", help="input image channels (default: 3)")
     group.add_argument("--image-size", type=int, default=None, metavar="PX",
-                       help="side of the square input images (default: 32)")
+                       help="side of the square input images the network was trained on, recorded for `autobayes "
+                       "predict` / `evaluate` (default: not recorded, the size is unknown; an architecture that needs "
+                       "one to be built gets 32)")
     group.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE",
         help="extra constructor argument of the architecture, VALUE as JSON (e.g. --model-arg width=32); repeatable",
@@ -115,6 +118,8 @@ def model_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Keyword arguments of :func:`autobayes.models.build_model` (besides ``arch``)."""
     kwargs = {name: default if getattr(args, name) is None else getattr(args, name)
               for name, default in MODEL_DEFAULTS.items()}
+    if args.image_size is not None:  # else build_model's default: what the architecture is built for, not a record
+        kwargs["image_size"] = args.image_size
     kwargs.update(key_values(args.model_arg, "--model-arg"))
     return kwargs
 

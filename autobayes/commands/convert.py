@@ -8,15 +8,16 @@ from pathlib import Path
 
 from ..api import MODES
 from .common import (MODE_HELP, add_bayes_options, add_model_options, bayes_config_from_args, check_hf_model_flags,
-                     fill_model_defaults, formatter, model_kwargs_from_args)
+                     fill_model_defaults, formatter, model_kwargs_from_args, positive)
 
 __all__ = ["add_parser", "run"]
 
 EXAMPLES = """\
 examples:
-  # a torchvision ResNet-18 trained on 10 classes, posterior means at its weights, prior centred on them
+  # a torchvision ResNet-18 trained on 10 classes of 32x32 images, posterior means at its weights, prior centred
+  # on them (without --image-size the input size is recorded as unknown, and predict asks for it)
   autobayes convert resnet18.pt -o resnet18_bnn.safetensors --arch torchvision:resnet18 --num-classes 10 \\
-      --posterior gaussian --init-scale 1e-3 --prior-loc weights --prior-scale 0.1
+      --image-size 32 --posterior gaussian --init-scale 1e-3 --prior-loc weights --prior-scale 0.1
 
   # only the classifier becomes Bayesian
   autobayes convert digits_cnn.pt -o digits_bnn.safetensors --arch digits_cnn --in-channels 1 --image-size 8 \\
@@ -195,6 +196,8 @@ def _preprocessing(args: argparse.Namespace) -> dict:
         out["class_names"] = list(args.class_names)
     if args.task is not None:
         out["task"] = args.task
+    positive(args.image_size, "--image-size")
+    out["image_size"] = args.image_size  # None: the user gave no size and the inputs' size is unknown, not 32
     return out
 
 

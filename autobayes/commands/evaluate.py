@@ -14,10 +14,10 @@ from .regression import check_noise_variance
 
 __all__ = ["add_parser", "run", "OUTPUT_FILES", "REGRESSION_FILES"]
 
-#: Files written under --out (the OOD histogram only with --ood-data; for regression only the first two).
+#: Files written under --out for a classifier (the OOD histogram only with --ood-data).
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "reliability.png", "confidence.png", "ood_histogram.png")
 #: Files written under --out for a regression checkpoint.
-REGRESSION_FILES = ("metrics.json", "predictions.csv")
+REGRESSION_FILES = ("metrics.json", "predictions.csv", "predicted_vs_true.png", "interval_coverage.png")
 
 EXAMPLES = """\
 examples:
@@ -33,11 +33,12 @@ validation split (the official test split of torchvision sets): by default the d
 the checkpoint by `autobayes train`. Images are prepared as the checkpoint records (channels, size and, for
 imagefolder:PATH data, its normalisation). A regression checkpoint (e.g. trained on diabetes) gets RMSE, MAE,
 R^2, Gaussian NLL and interval coverage in the targets' original units (plus RMSE and NLL of the
-standardised targets, as in the training log) and the two first files only. With --calibrate / --conformal,
-metrics.json also holds "calibration" (the temperature; NLL, ECE and Brier score before and after) and
-"conformal" (coverage and mean set size or interval width), measured on the examples not calibrated on.
-Existing files need --force; --out never is, or lies inside, the checkpoint or an imagefolder:PATH data set,
-even with --force."""
+standardised targets, as in the training log), metrics.json, predictions.csv, predicted_vs_true.png (each
+predictive mean and interval against the true value) and interval_coverage.png (the share of targets inside
+the central interval of each level, against the level). With --calibrate / --conformal, metrics.json also holds
+"calibration" (the temperature; NLL, ECE and Brier score before and after) and "conformal" (coverage and mean
+set size or interval width), measured on the examples not calibrated on. Existing files need --force; --out
+never is, or lies inside, the checkpoint or an imagefolder:PATH data set, even with --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which split to evaluate")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--image-size", type=int, default=None, metavar="PX",
+                        help="resize the images to PX x PX (default: the size recorded in the checkpoint, the one the "
+                        "network was trained on; the data set's own size when none is recorded)")
     parser.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE and reliability diagram")
     parser.add_argument("--noise-variance", type=float, default=None, metavar="V",
                         help="regression: the likelihood's noise variance, standardised units (default: the stored one)")
@@ -100,6 +104,21 @@ def _dataset(name: str, args: argparse.Namespace, arch_kwargs: Dict[str, Any], s
         )
     _check_same_preprocessing(name, stored, info)
     return (val if split == "val" else train), info
+
+
+def _input_size(args: argparse.Namespace, stored):
+    """The checkpoint's :class:`~autobayes.data.DatasetInfo` with ``--image-size``, if given, as its image size."""
+    import dataclasses
+
+    from ..errors import ConfigError
+
+    if args.image_size is None:
+        return stored
+    positive(args.image_size, "--image-size")
+    if stored.num_features is not None:
+        raise ConfigError(f"--image-size resizes images; the network of {str(args.checkpoint)!r} takes rows of "
+                          f"{stored.num_features} features: drop --image-size")
+    return dataclasses.replace(stored, image_size=args.image_size)
 
 
 def _check_same_preprocessing(name: str, stored, info) -> None:
@@ -154,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
     bnn = load(args.checkpoint, device=device)
     arch_kwargs = bnn.autobayes_checkpoint["arch"].get("kwargs") or {}
-    args.stored_data = DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint)  # how _dataset prepares the data
+    args.stored_data = _input_size(args, DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint))  # how _dataset
     if args.data is None:
         recorded = ((bnn.autobayes_checkpoint.get("metadata") or {}).get("dataset") or {}).get("name")
         if not recorded:
@@ -248,14 +267,14 @@ def _table(results: Dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- regression
 def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> int:
-    """Metrics of a regression checkpoint in the targets' original units; writes metrics.json and predictions.csv."""
+    """Metrics of a regression checkpoint in the targets' original units; writes :data:`REGRESSION_FILES`."""
     import math
     import warnings
 
     import torch
     from torch.utils.data import DataLoader
 
-    from .. import metrics
+    from .. import metrics, plots
     from ..errors import ConfigError
     from ..io import atomic_output, check_output
     from ..uncertainty import predict
@@ -315,8 +334,15 @@ def _evaluate_regression(args: argparse.Namespace, bnn, data, info, device) -> i
         tmp.write_text(json.dumps(results, indent=2) + "\n")
     with atomic_output(targets["predictions.csv"], overwrite=args.force) as tmp:
         _write_regression_csv(tmp, y, pred, mean.shape)
+    with atomic_output(targets["predicted_vs_true.png"], overwrite=args.force) as tmp:
+        plots.plot_predicted_vs_true(y, mean, pred["lower"].reshape(mean.shape), pred["upper"].reshape(mean.shape),
+                                     tmp, level=args.interval)
+    if positive_var:  # the coverage of each level's interval needs a spread
+        with atomic_output(targets["interval_coverage.png"], overwrite=args.force) as tmp:
+            plots.plot_interval_coverage(y, mean, std, tmp)
     print("\n".join(filter(None, [_regression_table(results), calibration_table(results)])))
-    print(f"wrote {', '.join(REGRESSION_FILES)} to {args.out}")
+    written = [n for n in REGRESSION_FILES if positive_var or n != "interval_coverage.png"]
+    print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 

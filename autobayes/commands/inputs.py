@@ -141,7 +141,9 @@ def image_batches(args: argparse.Namespace, info, inputs: Sequence[Path]) -> Ima
         if info.num_features is not None:
             raise AutobayesError(f"checkpoint {str(args.checkpoint)!r} takes rows of {info.num_features} features, "
                                  f"not images: give a CSV file of feature rows")
-        raise ConfigError(f"checkpoint {str(args.checkpoint)!r} records no image size; give it with --image-size N")
+        raise ConfigError(f"checkpoint {str(args.checkpoint)!r} records no input image size (it was converted "
+                          f"without --image-size and not trained since): give the side of the images the network "
+                          f"was trained on with --image-size N")
     positive(image_size, "--image-size")
     in_channels = int(info.in_channels or 3)
     if in_channels not in (1, 3):

@@ -26,8 +26,10 @@ examples:
   autobayes predict resnet18_bnn.safetensors a.png b.png -o out.csv --n-samples 200 --skip-bad
   autobayes predict runs/diabetes/best.safetensors patients.csv -o predictions.csv
 
-Images are read as grayscale or RGB (the checkpoint's in_channels), resized to its image_size (or
---image-size; the summary line counts the resized ones), scaled to [0, 1] and normalised with the
+Images are read as grayscale or RGB (the checkpoint's in_channels), resized to its image_size, the size of
+the images the network was trained on (or --image-size; an image of that size is never resized, and the summary
+line counts the resized ones; a converted checkpoint that records no size needs --image-size), scaled to
+[0, 1] and normalised with the
 normalisation stored in the checkpoint (`autobayes train` stores the data set's; `autobayes convert --mean
 --std` stores yours); --mean / --std override it. An unreadable image is an error; --skip-bad skips it with
 a warning instead. The output CSV is never one of the inputs nor inside an input folder, even with --force.
@@ -63,7 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
                         help="per-channel normalisation std (default: the one stored in the checkpoint)")
     parser.add_argument("--image-size", type=int, default=None, metavar="PX",
-                        help="side the images are resized to (default: the checkpoint's image size)")
+                        help="side the images are resized to (default: the checkpoint's image size, that of the "
+                        "images it was trained on)")
     parser.add_argument("--class-names", nargs="+", default=None, metavar="NAME",
                         help="names of the classes, in order (default: the ones stored in the checkpoint)")
     parser.add_argument("--noise-variance", type=float, default=None, metavar="V",

@@ -44,7 +44,8 @@ examples:
 
 Writes nothing without --out; an --out folder that already holds a run needs --force (replace it) or --resume
 (continue it). The architecture is sized from the data (classes, channels, image size). The progress shows the
-loss as NLL + KL term (beta * KL / N, per example); a warning says when the KL term dominates for epochs.
+loss as NLL + KL term (beta * KL / N, per example); a warning says when the validation NLL has been no better
+than chance (always predicting the class frequencies, or the mean) for 3 epochs, with the likely cause.
 A filter that converts no layer (--include / --exclude / --layer-types) is an error unless --allow-deterministic.
 --out never lies inside imagefolder:PATH data, and the run files written or deleted (--force) there never
 include --init or --config."""

@@ -65,6 +65,17 @@ class DatasetInfo:
     split_seed: Optional[int] = None
     val_fraction: Optional[float] = None
 
+    @property
+    def standardised_targets(self) -> bool:
+        """Whether the regression targets were standardised (``target_mean`` / ``target_std`` other than 0 / 1):
+        the network's outputs, and the training log's RMSE and NLL, are then in standardised units.
+
+        Example:
+            >>> load_dataset("diabetes")[2].standardised_targets  # doctest: +SKIP
+            True
+        """
+        return (self.target_mean, self.target_std) != (0.0, 1.0)
+
     def model_kwargs(self) -> Dict[str, Any]:
         """The sizing arguments of :func:`autobayes.models.build_model` for this data."""
         return dict(num_classes=self.num_classes, in_channels=self.in_channels, image_size=self.image_size,
@@ -98,33 +109,38 @@ class DatasetInfo:
     def from_checkpoint(cls, spec: Mapping[str, Any]) -> "DatasetInfo":
         """What an autobayes checkpoint's header (``bnn.autobayes_checkpoint``) records about its inputs.
 
-        Sources, later ones filling what earlier ones leave open: the architecture's sizing arguments
-        (``spec["arch"]["kwargs"]``), the data set ``autobayes train`` recorded (``metadata["dataset"]``) and the
+        Sources, in order of precedence: the data set ``autobayes train`` trained on (``metadata["dataset"]``:
+        what the network has seen, so its image size, channels, classes and normalisation win), the
         preprocessing ``autobayes convert`` recorded (``metadata["preprocessing"]``: ``mean``, ``std``,
-        ``class_names``, ``task``). A checkpoint that records none of them gives ``mean = None`` etc.: the
-        caller decides what to do without (``autobayes predict`` warns).
+        ``class_names``, ``task`` and ``image_size``, which is ``None`` when convert was given no
+        ``--image-size``: the input size is then unknown, not the size the architecture was built with), and
+        last the architecture's sizing arguments (``spec["arch"]["kwargs"]``: the numbers the network was built
+        with, which need not be those of its inputs: a network with adaptive pooling takes any size). A
+        checkpoint that records none of them gives ``mean = None`` etc.: the caller decides what to do without
+        (``autobayes predict`` warns, or refuses without an image size).
 
         Example:
             >>> bnn = autobayes.load("runs/digits/best.safetensors")  # doctest: +SKIP
             >>> info = DatasetInfo.from_checkpoint(bnn.autobayes_checkpoint)  # doctest: +SKIP
-            >>> info.mean, info.std, info.class_names  # doctest: +SKIP
+            >>> info.mean, info.std, info.class_names, info.image_size  # doctest: +SKIP
         """
         arch = dict((spec.get("arch") or {}).get("kwargs") or {})
-        arch.update(image_inputs(spec.get("arch") or {}) or {})  # a transformers image classifier's config
         metadata = spec.get("metadata") or {}
         recorded = metadata.get("dataset") if isinstance(metadata.get("dataset"), Mapping) else {}
         preprocessing = metadata.get("preprocessing") if isinstance(metadata.get("preprocessing"), Mapping) else {}
-        data: Dict[str, Any] = dict(recorded)
-        for key in ("num_classes", "in_channels", "image_size", "num_features"):
-            if arch.get(key) is not None:  # the network's own sizes: what its inputs must look like
-                data[key] = arch[key]
-        if recorded.get("image_size") is None and recorded.get("num_features") is not None:
-            data["image_size"] = None  # tabular data (build_model records a default image_size for every net)
-        if arch.get("class_names") and data.get("class_names") is None:
-            data["class_names"] = arch["class_names"]
+        if recorded:  # the training data: complete (its sizes, None included, are the inputs the network has seen)
+            return cls.from_dict(recorded)
+        data: Dict[str, Any] = {k: arch[k] for k in ("num_classes", "in_channels", "image_size", "num_features")
+                                if arch.get(k) is not None}
+        if arch.get("num_features") is not None:
+            data.pop("image_size", None)  # tabular data (build_model records a default image_size for every net)
         for key in ("mean", "std", "class_names", "task"):
-            if preprocessing.get(key) is not None and data.get(key) is None:
+            if preprocessing.get(key) is not None:
                 data[key] = preprocessing[key]
+        if "image_size" in preprocessing:  # convert's --image-size, or None: the user gave none, the size is unknown
+            data["image_size"] = preprocessing["image_size"]
+        hf_config = image_inputs(spec.get("arch") or {}) or {}  # a transformers image classifier's own config
+        data.update({key: value for key, value in hf_config.items() if value is not None})
         return cls.from_dict(data)
 
 

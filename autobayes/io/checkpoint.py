@@ -12,6 +12,7 @@ metadata holds, under the key ``"autobayes"``, a JSON document::
       "bayesify": {"mode": "fx"},               # the route bayesify took ("fx" or "swap"), reused on load,
                                                 # and its adapter options ({"adapter": "lora", "rank": 8, ...})
       "bayesian_layers": ["conv1", "fc", ...],  # qualified names of the converted modules
+      "frozen_parameters": ["fc.weight", ...],  # parameters with requires_grad=False, restored on loading
       "tied": {"lm_head.weight_posterior.mu": "transformer.wte.weight_posterior.mu", ...},  # if any, see below
       "filter_fn_accepted": null,               # or the module names a (not storable) filter_fn accepted
       "versions": {"autobayes": "0.1.0", "torch": "2.14.1", ...},
@@ -59,6 +60,7 @@ from .files import PathLike, atomic_output, folder_checkpoint, require_file
 from .formats import METADATA_KEY, first_line, read_safetensors, sniff, tensors_for_saving, tied_tensors
 from .state_dict import StateDictMismatch, check_state_dict, load_checked
 from .ties import retie, tied_entry
+from .trainable import frozen_parameters, restore_frozen
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "METADATA_KEY", "CONVERT_HINT", "save", "load", "load_state",
            "open_checkpoint", "parse_spec"]
@@ -191,6 +193,7 @@ def save(
         "filter_fn_accepted": _filter_fn_accepted(config, arch),
         "bayesify": _bayesify_options(bnn),
         "bayesian_layers": layers,
+        "frozen_parameters": frozen_parameters(bnn),
         "versions": _versions(bnn),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metadata": dict(metadata or {}),
@@ -308,8 +311,8 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         strict: require the checkpoint's keys and shapes to match the rebuilt network exactly (default).
 
     Returns:
-        The network, in eval mode, with ``bayes_config`` and ``autobayes_arch`` set and the checkpoint's
-        header under ``autobayes_checkpoint``.
+        The network, in eval mode, with ``bayes_config`` and ``autobayes_arch`` set, the checkpoint's header
+        under ``autobayes_checkpoint``, and the saved network's trainable parameters (``requires_grad``).
 
     Raises:
         CheckpointError: missing / corrupt / truncated / wrong-format file, or a state that does not match the
@@ -342,6 +345,8 @@ def load(path: PathLike, *, device: Union[str, torch.device] = "cpu", strict: bo
         f"a different autobayes / torchvision / timm version may build the architecture differently)"
     )
     _load_tensors(bnn, path, spec, tensors, strict, hint)
+    if isinstance(spec.get("frozen_parameters"), list):  # what the saved network trained (older files: bayesify's)
+        restore_frozen(bnn, spec["frozen_parameters"])
     bnn.autobayes_arch = dict(spec["arch"])
     bnn.autobayes_checkpoint = spec
     bnn.to(device)

@@ -127,8 +127,10 @@ def _data_lines(spec: Mapping[str, Any]) -> List[str]:
     known_task = bool(recorded.get("task") or preprocessing.get("task"))
     if info.task == "regression":
         task = f"regression, {info.num_classes} output(s)"
-        if recorded:
+        if recorded and info.standardised_targets:
             task += f"; targets standardised, y = {info.target_mean:.6g} + {info.target_std:.6g} * output"
+        elif recorded:
+            task += "; targets in their own units (not standardised)"
     else:
         names = f": {_short_list(info.class_names, 10)}" if info.class_names else " (class names not recorded)"
         task = f"classification, {_plural(info.num_classes, 'class', 'classes')}{names}"
@@ -151,6 +153,9 @@ def _data_lines(spec: Mapping[str, Any]) -> List[str]:
         text += ", standardised per feature with stored statistics" if info.feature_mean is not None else \
             ", feature standardisation not recorded (fed as given)"
         lines.append(f"  inputs:          {text}")
+    else:
+        lines.append(f"  inputs:          {info.in_channels}-channel images of unrecorded size (converted without "
+                     f"--image-size: give it to `autobayes predict` / `evaluate`)")
     if info.name:
         split = "" if info.split_seed is None else \
             f" (validation split: {info.val_fraction:g} of it, seed {info.split_seed})"

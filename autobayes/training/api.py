@@ -103,8 +103,8 @@ def train(
             an error unless ``allow_deterministic=True``.
 
     Warns:
-        UserWarning: once, when the KL term outweighs the NLL :data:`KL_WARN_RATIO`-fold for
-            :data:`KL_WARN_EPOCHS` consecutive epochs (the message gives the usual fixes).
+        UserWarning: once, when the validation NLL has been no better than chance (the best constant
+            prediction) for :data:`CHANCE_EPOCHS` consecutive epochs (the message names the likely cause).
 
     Returns:
         :class:`TrainResult` (model, history, info, best epoch).

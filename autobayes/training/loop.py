@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..io import OutputExistsError
 from ..losses import CategoricalELBO, GaussianELBO
 from .checkpoints import checkpoint_arch, prepare_run_folder, save_checkpoint
-from .logs import CSV_FIELDS, append_log, epoch_line, json_row, occupied_mb, warn_if_kl_dominates, write_log
+from .logs import CSV_FIELDS, epoch_line, json_row, occupied_mb, warn_if_no_better_than_chance, write_log
 from .model import bayesian_model, check_fits
 from .optim import Stepper, beta_schedule, make_optimizer
 from .result import TrainResult
@@ -89,7 +89,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
             done = f"{start_epoch} epoch{'' if start_epoch == 1 else 's'}"
             warnings.warn(f"resume: {out_path} already holds {done} (>= epochs={s.epochs}); nothing to train, pass a "
                           f"larger epochs", stacklevel=3)
-        if ctx.is_main:  # the log as of the checkpoint (a crash after a row was appended leaves no extra row)
+        if ctx.is_main:  # the log as of the checkpoint (a crash after the log was written leaves no extra row)
             write_log(out_path / "log.csv", history)
     elif out_path is not None and ctx.is_main:
         out_path.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
     if s.torch_compile:
         net = torch.compile(net, **({} if s.torch_compile is True else {"backend": s.torch_compile}))
     step = Stepper(device, s.amp, ctx, criterion)
-    kl_warned = False
+    chance_warned, chance = False, None
     arch = checkpoint_arch(bnn) if out_path is not None and ctx.is_main and start_epoch < s.epochs else None
 
     for epoch in range(start_epoch, s.epochs):
@@ -123,6 +123,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
                    lr=opt.param_groups[0]["lr"])
         if sched is not None:
             sched.step()
+        chance = row.get("val_chance_nll", chance)
         row = {k: row.get(k) for k in CSV_FIELDS}
         history.append(row)
         improved = row["val_nll"] is not None and row["val_nll"] < best_nll
@@ -132,10 +133,10 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
             from tqdm import tqdm
 
             tqdm.write(epoch_line(row, info))
-        if ctx.is_main and not kl_warned:
-            kl_warned = warn_if_kl_dominates(history)
+        if ctx.is_main and not chance_warned:
+            chance_warned = warn_if_no_better_than_chance(history, chance, info.task)
         if out_path is not None and ctx.is_main:
-            append_log(out_path / "log.csv", row)
+            write_log(out_path / "log.csv", history)  # the whole log, atomically: never a torn row
             meta = {"epoch": epoch + 1, "dataset": info.to_dict(), "metrics": json_row(row)}
             if info.task == "regression":  # `autobayes evaluate` / `predict` add this noise to the predictive
                 meta["likelihood"] = {"variance": criterion.mode, "noise_variance": noise_variance(criterion)}

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data import DatasetInfo
-from ..errors import ConfigError
+from ..errors import ConfigError, DataMismatchError
 
 __all__ = ["default_arch", "bayesian_model", "check_fits"]
 
@@ -53,7 +53,11 @@ def bayesian_model(model: Any, info: DatasetInfo, model_kwargs: Dict[str, Any], 
 
 def check_fits(bnn: nn.Module, info: DatasetInfo, train_set: Dataset, device: torch.device) -> None:
     """A model that was not sized from this data (given as a module, e.g. a loaded checkpoint) must fit it: the
-    sizes its architecture spec records, then one forward of a training example."""
+    sizes its architecture spec records, then one forward of a training example.
+
+    Raises:
+        DataMismatchError: the classes, channels or features differ, or the forward fails.
+    """
     spec = getattr(bnn, "autobayes_arch", None) or {}
     recorded = spec.get("kwargs") or {}
     wanted = info.model_kwargs()
@@ -63,7 +67,7 @@ def check_fits(bnn: nn.Module, info: DatasetInfo, train_set: Dataset, device: to
         have = ", ".join(f"{k}={recorded[k]}" for k in differ)
         need = ", ".join(f"{k}={wanted[k]}" for k in differ)
         flags = " ".join(f"--{k.replace('_', '-')} {wanted[k]}" for k in differ if k != "num_features")
-        raise ConfigError(
+        raise DataMismatchError(
             f"the model ({spec.get('arch', type(bnn).__name__)}) was built for {have}, but the data set "
             f"{info.name!r} has {need}; fine-tune it on data of that shape, or convert the deterministic network "
             f"for this data (autobayes convert ... {flags or '--model-arg ...'})"
@@ -83,7 +87,7 @@ def check_fits(bnn: nn.Module, info: DatasetInfo, train_set: Dataset, device: to
                 kl_disabled(bnn):
             out = bnn(x.unsqueeze(0).to(device))
     except Exception as err:  # noqa: BLE001 - any failure here means the model does not take this data
-        raise ConfigError(
+        raise DataMismatchError(
             f"the model ({spec.get('arch', type(bnn).__name__)}) does not accept the inputs of {info.name!r} "
             f"(one example of shape {list(x.shape)}): {type(err).__name__}: {err}; use data of the shape it was "
             f"built for (e.g. --image-size), or a model built for this data"
@@ -92,7 +96,7 @@ def check_fits(bnn: nn.Module, info: DatasetInfo, train_set: Dataset, device: to
         bnn.train(was_training)
     logits = out[0] if isinstance(out, tuple) else out
     if info.task == "classification" and isinstance(logits, Tensor) and logits.shape[-1] != info.num_classes:
-        raise ConfigError(
+        raise DataMismatchError(
             f"the model ({spec.get('arch', type(bnn).__name__)}) has {logits.shape[-1]} outputs, but the data set "
             f"{info.name!r} has {info.num_classes} classes; fine-tune it on data with {logits.shape[-1]} classes, "
             f"or convert the deterministic network with --num-classes {info.num_classes}"

@@ -64,5 +64,6 @@ class TrainResult:
         if self.info.task == "classification":
             return (f"validation accuracy {row['val_acc']:.4f}, NLL {row['val_nll']:.4f}, ECE {row['val_ece']:.4f} "
                     f"(epoch {row['epoch']}, {row['n_test_iter']} posterior samples)")
+        units = "standardised targets" if self.info.standardised_targets else "targets in their own units"
         return (f"validation RMSE {row['val_rmse']:.4f}, R^2 {row['val_r2']:.4f}, NLL {row['val_nll']:.4f} "
-                f"(standardised targets; epoch {row['epoch']}, {row['n_test_iter']} posterior samples)")
+                f"({units}; epoch {row['epoch']}, {row['n_test_iter']} posterior samples)")

@@ -1,9 +1,9 @@
 """Random state and resuming: seeding a run, and ``last.resume.pt`` (optimiser, criterion, learning-rate schedule,
-epoch, random state of torch / CUDA / numpy / Python, history).
+epoch, random state of torch / CUDA / numpy / Python, history, which parameters are frozen).
 
 The file holds tensors and plain values only (the numpy and Python random states and the history as JSON
 strings), so it is read back with ``torch.load(..., weights_only=True)``. Its layout is that of the first
-release; ``tests/test_compat.py`` resumes a file written then.
+release plus ``frozen_parameters`` (optional on reading); ``tests/test_compat.py`` resumes a file written then.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 from ..checks import check_int
 from ..errors import CheckpointError
 from ..io import atomic_output
+from ..io.trainable import frozen_parameters, restore_frozen
 from .logs import json_row
 
 __all__ = ["RESUME_FILE", "seed_everything", "epoch_seed", "save_resume", "load_resume"]
@@ -58,6 +59,7 @@ def save_resume(path: Path, bnn: nn.Module, opt: torch.optim.Optimizer, criterio
         "history": json.dumps([json_row(r) for r in history]),
         "best_epoch": best_epoch,
         "best_nll": best_nll,
+        "frozen_parameters": json.dumps(frozen_parameters(bnn)),  # the set of parameters the run trains
     }
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)
@@ -79,6 +81,8 @@ def load_resume(out_path: Path, bnn: nn.Module, opt: torch.optim.Optimizer, crit
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         bnn.load_state_dict(state["model"])
+        if "frozen_parameters" in state:  # absent from files of the first release: the model's own choice stands
+            restore_frozen(bnn, json.loads(state["frozen_parameters"]))
         opt.load_state_dict(state["optimizer"])
         criterion.load_state_dict(state["criterion"])
         if sched is not None and state["lr_scheduler"] is not None:

@@ -15,6 +15,7 @@ from .. import metrics
 from ..data import DatasetInfo
 from ..losses import split_mean_logvar
 from ..uncertainty import RegressionSummary, regression_summary
+from .logs import chance_nll
 
 __all__ = ["validate", "model_kl", "noise_variance"]
 
@@ -23,7 +24,9 @@ def validate(net: nn.Module, bnn: nn.Module, criterion: nn.Module, loader: Any, 
              info: DatasetInfo) -> Dict[str, Any]:
     """``n_test`` posterior samples per example; the loss (beta = 1) of the first sample, the metrics of the
     Monte Carlo predictive: accuracy, NLL and ECE of the mean probabilities (classification), or RMSE, R^2 and
-    Gaussian NLL of the predictive mixture (regression, in standardised units)."""
+    Gaussian NLL of the predictive mixture (regression, in the units of the network's targets: standardised
+    when the data set standardises them), and ``val_chance_nll``, the NLL of the best constant prediction
+    (:func:`~autobayes.training.logs.chance_nll`; not a column of ``log.csv``)."""
     from ..api import kl_disabled
 
     bnn.eval()
@@ -46,6 +49,8 @@ def validate(net: nn.Module, bnn: nn.Module, criterion: nn.Module, loader: Any, 
     y = torch.cat(targets)
     row: Dict[str, Any] = {"val_loss": loss_sum / max(n, 1), "val_epoch_time": time.perf_counter() - start,
                            "val_avg_batch_time": float(np.mean(batch_times)) if batch_times else 0.0}
+    if n:  # what a constant prediction scores: the run warns when the network does no better
+        row["val_chance_nll"] = chance_nll(y, info.task, info.num_classes)
     if info.task == "classification":
         p = torch.cat(preds)
         row.update(val_acc=metrics.accuracy(p, y), val_nll=metrics.nll(p, y),
