@@ -27,7 +27,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -35,9 +35,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_methods as qm  # noqa: E402
 import quality_nmc  # noqa: E402
+import quality_shift  # noqa: E402
 
-EPOCHS = {"digits": 40, "breast_cancer": 40, "diabetes": 60}
-QUICK_EPOCHS = {"digits": 12, "breast_cancer": 12, "diabetes": 20}
+EPOCHS = {"digits": 40, "digits_cnn": 40, "breast_cancer": 40, "diabetes": 60}
+QUICK_EPOCHS = {"digits": 12, "digits_cnn": 12, "breast_cancer": 12, "diabetes": 20}
+DATASETS = ["digits", "digits_cnn", "breast_cancer", "diabetes"]
+RANK1_NAME = "autobayes rank1 (K=4, repar n_mc=100)"
+_TEST_SAMPLES = qm.N_TEST_SAMPLES
 BEGIN, END = "<!-- quality.py: begin -->", "<!-- quality.py: end -->"
 DEFAULT_NAME = "autobayes default (radial, closed KL, sample)"
 
@@ -49,7 +53,29 @@ REG_COLUMNS = [("nll", "NLL"), ("rmse", "RMSE"), ("cov90", "90% coverage"), ("au
                ("train_s", "train s/epoch"), ("test_ms", "test ms/example")]
 
 
-def methods(quick: bool, radial_1e4: bool = False) -> Dict[str, object]:
+def cnn_methods(quick: bool) -> Dict[str, object]:
+    """The rows of ``digits_cnn`` (issue 23): the peers, the default, a Gaussian posterior and rank-1 (its n_mc
+    question: one draw per component against 100; its Cauchy components outside ``--quick``)."""
+    out = {
+        "deterministic": qm.deterministic,
+        f"MC dropout (p={qm.DROPOUT})": qm.mc_dropout,
+        f"deep ensemble ({qm.ENSEMBLE})": qm.ensemble,
+        "bayesian-torch dnn_to_bnn": qm.bayesian_torch,
+        "IVON (ivon-opt)": qm.ivon,
+        "last-layer Laplace (laplace-torch, marglik)": qm.last_layer_laplace,
+        DEFAULT_NAME: qm.autobayes_method(),
+        "autobayes gaussian (closed KL, local)": qm.autobayes_method(posterior="gaussian"),
+        RANK1_NAME: qm.rank1_method(),
+        "autobayes rank1 (K=4, repar n_mc=4)": qm.rank1_method(n_mc=4),
+    }
+    if not quick:
+        out["autobayes rank1 cauchy (K=4, repar n_mc=100)"] = qm.autobayes_method(posterior="rank1_cauchy")
+    return out
+
+
+def methods(quick: bool, radial_1e4: bool = False, dataset: str = "digits") -> Dict[str, object]:
+    if dataset == "digits_cnn":
+        return cnn_methods(quick)
     out = {
         "deterministic": qm.deterministic,
         f"MC dropout (p={qm.DROPOUT})": qm.mc_dropout,
@@ -71,18 +97,21 @@ def methods(quick: bool, radial_1e4: bool = False) -> Dict[str, object]:
     return out
 
 
-def run_dataset(name: str, seeds: int, quick: bool, log, radial_1e4: bool = False) -> Dict[str, Dict[str, tuple]]:
-    """``{method: {column: (mean, std)}}`` over the seeds."""
+def run_dataset(name: str, seeds: int, quick: bool, log, radial_1e4: bool = False,
+                epochs: Optional[int] = None) -> Dict[str, Dict[str, tuple]]:
+    """``{method: {column: (mean, std)}}`` over the seeds (with the rotation ladder's columns for the CNN)."""
     data = qm.load(name)
-    epochs = (QUICK_EPOCHS if quick else EPOCHS)[name]
+    epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)[name]
     first_ood = next(iter(data.ood))
     rows: Dict[str, List[Dict[str, float]]] = {}
     for seed in range(seeds):
         cache: dict = {}
-        for method, fn in methods(quick, radial_1e4).items():
+        for method, fn in methods(quick, radial_1e4, name).items():
             start = time.perf_counter()
             fitted = fn(data, epochs, seed, cache)
             row = qm.evaluate(fitted, data, seed)
+            if name == "digits_cnn":
+                row.update(quality_shift.ladder(fitted, data, seed))
             row["auroc_h"], row["auroc_mi"] = row[f"auroc_h:{first_ood}"], row[f"auroc_mi:{first_ood}"]
             rows.setdefault(method, []).append(row)
             log(f"{name} seed {seed} {method}: {time.perf_counter() - start:.1f} s "
@@ -160,6 +189,50 @@ def default_targets(stats: Dict[str, Dict[str, tuple]]) -> List[str]:
     return [f"* {'MET ' if ok else 'MISS'}: {what}: {detail}" for what, ok, detail in checks]
 
 
+def _pm(row: Dict[str, tuple], key: str) -> str:
+    mean, std = row[key]
+    return f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
+
+
+def _best_auroc(row: Dict[str, tuple]) -> tuple:
+    """The better of the held-out-class AUROC by entropy and by mutual information (the deterministic
+    network's MI is undefined: its entropy)."""
+    h, mi = row["auroc_h"], row["auroc_mi"]
+    return h if math.isnan(mi[0]) or h[0] >= mi[0] else mi
+
+
+def cnn_targets(stats: Dict[str, Dict[str, tuple]]) -> List[str]:
+    """Issue 23's targets on digits_cnn (means over seeds; the seed std shown beside each mean)."""
+    d, det, ens = stats[DEFAULT_NAME], stats["deterministic"], stats[f"deep ensemble ({qm.ENSEMBLE})"]
+    lines = []
+    for key, label in (("nll", "NLL below"), ("ece", "ECE below")):
+        ok = d[key][0] < det[key][0]
+        lines.append(f"* {'MET ' if ok else 'MISS'}: default's {label} the deterministic network's: "
+                     f"{_pm(d, key)} vs {_pm(det, key)}")
+    a_d, a_det = _best_auroc(d), _best_auroc(det)
+    lines.append(f"* {'MET ' if a_d[0] > a_det[0] else 'MISS'}: default's held-out-class AUROC (better of entropy / "
+                 f"MI) above the deterministic network's (entropy): {a_d[0]:.3f} ± {a_d[1]:.3f} vs "
+                 f"{a_det[0]:.3f} ± {a_det[1]:.3f}")
+    budget = 2.0 * det["train_s"][0]
+    a_ens = _best_auroc(ens)
+    met = []
+    for name, row in stats.items():
+        if not name.startswith("autobayes"):
+            continue
+        cheap = row["train_s"][0] <= budget
+        a = _best_auroc(row)
+        if cheap and row["nll"][0] <= ens["nll"][0] and a[0] >= a_ens[0]:
+            met.append(name)
+        lines.append(f"  * {name}: NLL {_pm(row, 'nll')} (ensemble {_pm(ens, 'nll')}), AUROC {a[0]:.3f} ± {a[1]:.3f} "
+                     f"(ensemble {a_ens[0]:.3f} ± {a_ens[1]:.3f}), train time "
+                     f"{row['train_s'][0] / det['train_s'][0]:.2f}x the deterministic network's")
+    head = (f"* {'MET ' if met else 'MISS'}: an autobayes configuration matches or beats the deep ensemble of "
+            f"{qm.ENSEMBLE} on NLL and held-out-class AUROC at <= 2x one deterministic network's training time"
+            + (f" ({', '.join(met)})" if met else "") + ":")
+    top = [ln for ln in lines if not ln.startswith("  *")]
+    return top + [head] + [ln for ln in lines if ln.startswith("  *")]
+
+
 def write_section(path: Path, body: List[str]) -> None:
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     section = BEGIN + "\n" + "\n".join(body).rstrip() + "\n" + END
@@ -176,8 +249,10 @@ def write_section(path: Path, body: List[str]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and seeds, no Radial n_mc=10^4 rows")
-    parser.add_argument("--datasets", nargs="+", default=["digits", "breast_cancer", "diabetes"],
-                        choices=["digits", "breast_cancer", "diabetes"])
+    parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
+    parser.add_argument("--epochs", type=int, default=None, help="override the epochs of every data set (smoke runs)")
+    parser.add_argument("--test-samples", type=int, default=None,
+                        help=f"posterior samples per test example (default {qm.N_TEST_SAMPLES}; smoke runs)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder of RESULTS.md, figures/")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 2 with --quick)")
     parser.add_argument("--radial-1e4", action="store_true",
@@ -185,6 +260,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-nmc-study", action="store_true", help="skip the gradient-noise study (digits)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 3)
+    qm.N_TEST_SAMPLES = args.test_samples or _TEST_SAMPLES
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -198,17 +274,26 @@ def main(argv=None) -> int:
             f"{now:%Y-%m-%d}, torch {torch.__version__}; `{cmd}`)", ""]
     all_stats = {}
     for name in args.datasets:
-        stats = run_dataset(name, seeds, args.quick, log, args.radial_1e4)
+        stats = run_dataset(name, seeds, args.quick, log, args.radial_1e4, args.epochs)
         all_stats[name] = stats
         data = qm.load(name)
         columns = CLS_COLUMNS if data.task == "classification" else REG_COLUMNS
         first_ood = next(iter(data.ood))
         figure(stats, columns, f"{name}: mean ± std over {seeds} seeds", out / "figures" / f"quality_{name}.png")
         body += [f"### {name} ({data.task}; {len(data.train)} training / {len(data.test)} test examples; "
-                 f"{(QUICK_EPOCHS if args.quick else EPOCHS)[name]} epochs; OOD: {first_ood})", ""]
+                 f"{args.epochs or (QUICK_EPOCHS if args.quick else EPOCHS)[name]} epochs; OOD: {first_ood})", ""]
         body += table(stats, columns) + ["", f"![{name}](figures/quality_{name}.png)", ""]
         if len(data.ood) > 1:
             body += [f"Other OOD sets of {name} (AUROC):", ""] + ood_table(stats, list(data.ood)[1:]) + [""]
+        if name == "digits_cnn":
+            quality_shift.figure(stats, out / "figures" / "quality_rotation.png",
+                                 f"digits_cnn, test digits rotated: mean ± std over {seeds} seeds")
+            body += ["Rotation ladder (Ovadia et al. 2019): the test digits rotated by 0-180 degrees.", "",
+                     "![rotation](figures/quality_rotation.png)", ""]
+            for key, label in quality_shift.METRICS:
+                body += [f"{label} against the angle:", ""] + quality_shift.table(stats, key) + [""]
+            body += ["Targets of issue 23 (digits_cnn, mean ± seed std; training times measured side by side in "
+                     "this run):", ""] + cnn_targets(stats) + [""]
         if name == "digits":
             body += ["Targets of issue 15 for the default configuration (digits, mean over seeds):", ""]
             body += default_targets(stats) + [""]
