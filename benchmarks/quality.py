@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -43,6 +44,8 @@ DATASETS = ["digits", "digits_cnn", "breast_cancer", "diabetes"]
 RANK1_NAME = "autobayes rank1 (K=4, repar n_mc=100)"
 _TEST_SAMPLES = qm.N_TEST_SAMPLES
 BEGIN, END = "<!-- quality.py: begin -->", "<!-- quality.py: end -->"
+#: The CNN's section (issue 23) has markers of its own, so that running one kind of data set keeps the other's.
+CNN_BEGIN, CNN_END = "<!-- quality.py digits_cnn: begin -->", "<!-- quality.py digits_cnn: end -->"
 DEFAULT_NAME = "autobayes default (radial, closed KL, sample)"
 
 CLS_COLUMNS = [("acc", "accuracy"), ("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"),
@@ -55,7 +58,7 @@ REG_COLUMNS = [("nll", "NLL"), ("rmse", "RMSE"), ("cov90", "90% coverage"), ("au
 
 def cnn_methods(quick: bool) -> Dict[str, object]:
     """The rows of ``digits_cnn`` (issue 23): the peers, the default, a Gaussian posterior and rank-1 (its n_mc
-    question: one draw per component against 100; its Cauchy components outside ``--quick``)."""
+    question: one draw per component against 100)."""
     out = {
         "deterministic": qm.deterministic,
         f"MC dropout (p={qm.DROPOUT})": qm.mc_dropout,
@@ -68,8 +71,6 @@ def cnn_methods(quick: bool) -> Dict[str, object]:
         RANK1_NAME: qm.rank1_method(),
         "autobayes rank1 (K=4, repar n_mc=4)": qm.rank1_method(n_mc=4),
     }
-    if not quick:
-        out["autobayes rank1 cauchy (K=4, repar n_mc=100)"] = qm.autobayes_method(posterior="rank1_cauchy")
     return out
 
 
@@ -98,13 +99,14 @@ def methods(quick: bool, radial_1e4: bool = False, dataset: str = "digits") -> D
 
 
 def run_dataset(name: str, seeds: int, quick: bool, log, radial_1e4: bool = False,
-                epochs: Optional[int] = None) -> Dict[str, Dict[str, tuple]]:
-    """``{method: {column: (mean, std)}}`` over the seeds (with the rotation ladder's columns for the CNN)."""
+                epochs: Optional[int] = None, first_seed: int = 0) -> Dict[str, List[Dict[str, float]]]:
+    """``{method: [row of each seed]}`` for seeds ``first_seed, ..., first_seed + seeds - 1`` (with the rotation
+    ladder's columns for the CNN); :func:`summarise` turns it into means and stds."""
     data = qm.load(name)
     epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)[name]
     first_ood = next(iter(data.ood))
     rows: Dict[str, List[Dict[str, float]]] = {}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         cache: dict = {}
         for method, fn in methods(quick, radial_1e4, name).items():
             start = time.perf_counter()
@@ -116,6 +118,11 @@ def run_dataset(name: str, seeds: int, quick: bool, log, radial_1e4: bool = Fals
             rows.setdefault(method, []).append(row)
             log(f"{name} seed {seed} {method}: {time.perf_counter() - start:.1f} s "
                 f"({', '.join(f'{k} {v:.3f}' for k, v in row.items() if ':' not in k)})")
+    return rows
+
+
+def summarise(rows: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, tuple]]:
+    """``{method: {column: (mean, std)}}`` over the seeds (std: ``nan`` for one seed)."""
     return {m: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs], ddof=1)) if len(rs) > 1
                     else math.nan) for k in rs[0]} for m, rs in rows.items()}
 
@@ -189,6 +196,18 @@ def default_targets(stats: Dict[str, Dict[str, tuple]]) -> List[str]:
     return [f"* {'MET ' if ok else 'MISS'}: {what}: {detail}" for what, ok, detail in checks]
 
 
+RANK1_NMCS = (4, 100, 1000)
+
+
+def rank1_nmc_lines(noise) -> List[str]:
+    """The rank-1 n_mc study's table (see :func:`quality_nmc.gradient_noise`)."""
+    return ["### The n_mc question for rank-1 (digits_cnn, `kl=\"repar\"`, K=4)", "",
+            "Trace of the gradient covariance for a fixed trained rank-1 network (12 epochs): the KL term alone "
+            "(the mixture's Monte Carlo KL / N, entropy included), the loss on one fixed batch, the loss on random "
+            "batches (what SGD sees); the quality rows `n_mc=4` and `n_mc=100` above give the end result:", ""
+            ] + quality_nmc.summary_lines(noise) + [""]
+
+
 def _pm(row: Dict[str, tuple], key: str) -> str:
     mean, std = row[key]
     return f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
@@ -233,11 +252,11 @@ def cnn_targets(stats: Dict[str, Dict[str, tuple]]) -> List[str]:
     return top + [head] + [ln for ln in lines if ln.startswith("  *")]
 
 
-def write_section(path: Path, body: List[str]) -> None:
+def write_section(path: Path, body: List[str], begin: str = BEGIN, end: str = END) -> None:
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = BEGIN + "\n" + "\n".join(body).rstrip() + "\n" + END
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: section, text, flags=re.S)
+    section = begin + "\n" + "\n".join(body).rstrip() + "\n" + end
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: section, text, flags=re.S)
     else:  # first run: after the file's first section of prose (before the first "## ")
         at = text.find("\n## ")
         text = (text + "\n" + section + "\n") if at < 0 else text[:at + 1] + section + "\n" + text[at:]
@@ -257,6 +276,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 2 with --quick)")
     parser.add_argument("--radial-1e4", action="store_true",
                         help="add the Radial n_mc=10^4 row (its KL draws 10^4 samples a step: slow on a CPU)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first_seed, first_seed + 1, ...")
+    parser.add_argument("--rows-out", default=None,
+                        help="write the per-seed rows to this JSON file instead of RESULTS.md (run seeds in "
+                             "parallel processes, then --merge their files)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="build RESULTS.md from --rows-out files (their seeds pooled) instead of training")
     parser.add_argument("--no-nmc-study", action="store_true", help="skip the gradient-noise study (digits)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 3)
@@ -270,11 +295,26 @@ def main(argv=None) -> int:
 
     cmd = "python benchmarks/quality.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     now = datetime.datetime.now(datetime.timezone.utc)
-    body = [f"## CPU: quality.py, is the Bayesian model better? ({os.cpu_count()}-core {platform.machine()}, "
-            f"{now:%Y-%m-%d}, torch {torch.__version__}; `{cmd}`)", ""]
+    where = f"({os.cpu_count()}-core {platform.machine()}, {now:%Y-%m-%d}, torch {torch.__version__}; `{cmd}`)"
+    mlp_body = [f"## CPU: quality.py, is the Bayesian model better? {where}", ""]
+    cnn_body = [f"## CPU: quality.py on a CNN and under shift (issue 23) {where}", ""]
     all_stats = {}
+    merged: Dict[str, Dict[str, List[Dict[str, float]]]] = {}
+    for path in args.merge or ():
+        for name, rows in json.loads(Path(path).read_text()).items():
+            for method, method_rows in rows.items():
+                merged.setdefault(name, {}).setdefault(method, []).extend(method_rows)
+    if args.merge:
+        args.datasets = [d for d in DATASETS if d in merged]
+        seeds = max(len(r) for rows in merged.values() for r in rows.values())
+    raw = {}
     for name in args.datasets:
-        stats = run_dataset(name, seeds, args.quick, log, args.radial_1e4, args.epochs)
+        body = cnn_body if name == "digits_cnn" else mlp_body
+        raw[name] = merged.get(name) or run_dataset(name, seeds, args.quick, log, args.radial_1e4, args.epochs,
+                                                    args.first_seed)
+        if args.rows_out:
+            continue
+        stats = summarise(raw[name])
         all_stats[name] = stats
         data = qm.load(name)
         columns = CLS_COLUMNS if data.task == "classification" else REG_COLUMNS
@@ -297,19 +337,28 @@ def main(argv=None) -> int:
         if name == "digits":
             body += ["Targets of issue 15 for the default configuration (digits, mean over seeds):", ""]
             body += default_targets(stats) + [""]
-    if "digits" in args.datasets and not args.no_nmc_study:
+    if args.rows_out:
+        Path(args.rows_out).write_text(json.dumps(raw))
+        log(f"wrote the rows to {args.rows_out}")
+        return 0
+    if "digits_cnn" in args.datasets and not args.no_nmc_study and not args.merge:
+        log("n_mc study: gradient noise of the rank-1 KL (digits_cnn)")
+        noise = quality_nmc.gradient_noise(qm.load("digits_cnn"), RANK1_NMCS, repeats=12 if args.quick else 40,
+                                           epochs=QUICK_EPOCHS["digits_cnn"], study=(("rank1", "local"),))
+        cnn_body += rank1_nmc_lines(noise)
+    if "digits" in args.datasets and not args.no_nmc_study and not args.merge:
         log("n_mc study: gradient noise")
         data = qm.load("digits")
         n_mcs = (1, 10, 100, 1000, 10_000)
         noise = quality_nmc.gradient_noise(data, n_mcs, repeats=12 if args.quick else 40,
                                            epochs=QUICK_EPOCHS["digits"])
         quality_nmc.figure(noise, quality_nmc.grid_rows(all_stats["digits"]), out / "figures" / "quality_nmc.png")
-        body += ["### The n_mc question (digits MLP, `kl=\"repar\"`)", "",
+        mlp_body += ["### The n_mc question (digits MLP, `kl=\"repar\"`)", "",
                  "Trace of the gradient covariance for a fixed trained network: the KL term alone, the loss on one "
                  "fixed batch, the loss on random batches (what SGD sees):", ""]
-        body += quality_nmc.summary_lines(noise) + ["", "![n_mc](figures/quality_nmc.png)", ""]
+        mlp_body += quality_nmc.summary_lines(noise) + ["", "![n_mc](figures/quality_nmc.png)", ""]
     elapsed = time.perf_counter() - started
-    body += [f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+    footer = [f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
              f"{torch.get_num_threads()} thread(s), {seeds} seeds, MLP hidden {qm.HIDDEN}, "
              f"{qm.N_TEST_SAMPLES} test samples per example; took {elapsed / 60:.1f} min. Cells: mean ± std over "
              f"seeds; `—`: not defined (a deterministic network's mutual information and epistemic std are 0 for "
@@ -317,7 +366,14 @@ def main(argv=None) -> int:
              f"epoch: all five members "
              f"for the ensemble, the fine-tuning epochs for the converted network (after the deterministic network's "
              f"training)."]
-    write_section(out / "RESULTS.md", body)
+    if "digits_cnn" in args.datasets:
+        cnn_body += ["Training time per epoch (`train s/epoch`) was measured side by side in this run on a shared, "
+                     "busy CPU: compare ratios within the table, not absolute times. IVON's epoch is its own "
+                     "optimiser's; last-layer Laplace's is the deterministic network's plus its fit spread over "
+                     "the epochs.", ""]
+        write_section(out / "RESULTS.md", cnn_body + footer, CNN_BEGIN, CNN_END)
+    if len(mlp_body) > 2:
+        write_section(out / "RESULTS.md", mlp_body + footer)
     log(f"done in {elapsed / 60:.1f} min; wrote {out / 'RESULTS.md'}")
     return 0
 

@@ -29,12 +29,12 @@ def rotate(x: Tensor, angle: float, mean: float, std: float) -> Tensor:
     return (out - mean) / std
 
 
-def ladder(fitted, data, seed: int, angles=ANGLES) -> Dict[str, float]:
-    """``{"rot{angle}:{metric}": value}`` of one trained method."""
+def ladder(fitted, data, seed: int, angles=None) -> Dict[str, float]:
+    """``{"rot{angle}:{metric}": value}`` of one trained method (angles: :data:`ANGLES` unless given)."""
     x, y = data.test.tensors
     mean, std = data.info.mean[0], data.info.std[0]
     row: Dict[str, float] = {}
-    for angle in angles:
+    for angle in ANGLES if angles is None else angles:
         p = classification_summary(fitted.draw(rotate(x, angle, mean, std), seed)[0]).mean
         row[f"rot{angle}:acc"] = metrics.accuracy(p, y)
         row[f"rot{angle}:nll"] = metrics.nll(p, y)

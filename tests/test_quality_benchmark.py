@@ -65,3 +65,45 @@ def test_write_section_replaces_only_its_own_section(tmp_path, monkeypatch):
     assert text.count(quality.BEGIN) == 1 and "first" not in text and "second" in text
     assert text.index("prose") < text.index(quality.BEGIN) < text.index("## Older section")
     assert text.endswith("## Older section\n\nold numbers\n")
+
+
+@pytest.mark.slow
+def test_cnn_rows_rotation_ladder_and_targets(tmp_path, monkeypatch):
+    """The digits_cnn pieces end to end on a smoke configuration (1 epoch, 2 seeds, 2 test samples, three
+    angles, the rows the targets need plus the new peers): every row gets every column and angle, the ladder's
+    tables and figure are written and the targets are stated. ~20 s alone on a 2-core CPU."""
+    pytest.importorskip("ivon")
+    pytest.importorskip("laplace")
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("quality", "quality_methods", "quality_shift"):
+        sys.modules.pop(name, None)
+    import quality
+    import quality_methods as qm
+    import quality_shift
+    import torch
+
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.allclose(quality_shift.rotate(x, 0, 0.2, 0.3), x, atol=1e-5)
+    r90 = quality_shift.rotate(x, 90, 0.2, 0.3)  # a quarter turn maps the 8x8 grid onto itself
+    assert any(torch.allclose(r90, torch.rot90(x, k, dims=(-2, -1)), atol=1e-4) for k in (1, -1))
+
+    monkeypatch.setattr(qm, "N_TEST_SAMPLES", 2)
+    monkeypatch.setattr(qm, "ENSEMBLE", 2)
+    monkeypatch.setattr(quality_shift, "ANGLES", (0, 90, 180))
+    every = quality.cnn_methods(quick=True)
+    keep = ["deterministic", f"deep ensemble ({qm.ENSEMBLE})", "IVON (ivon-opt)",
+            "last-layer Laplace (laplace-torch, marglik)", quality.DEFAULT_NAME, quality.RANK1_NAME]
+    monkeypatch.setattr(quality, "cnn_methods", lambda quick: {k: every[k] for k in keep})
+    stats = quality.summarise(quality.run_dataset("digits_cnn", 2, True, lambda msg: None, epochs=1))
+    assert list(stats) == keep
+    for method, row in stats.items():
+        for key in ["nll", "ece", "auroc_h", "train_s"] + [f"rot{a}:{m}" for a in (0, 90, 180) for m in
+                                                         ("acc", "nll", "ece")]:
+            assert math.isfinite(row[key][0]) and math.isfinite(row[key][1]), (method, key)
+    lines = quality_shift.table(stats, "nll")
+    assert len(lines) == 2 + len(keep) and "180°" in lines[0]
+    quality_shift.figure(stats, tmp_path / "rot.png", "smoke")
+    assert (tmp_path / "rot.png").stat().st_size > 1000
+    targets = quality.cnn_targets(stats)
+    assert sum(t.startswith(("* MET", "* MISS")) for t in targets) == 4
+    assert any(quality.RANK1_NAME in t for t in targets)
