@@ -9,11 +9,19 @@ network converted with a prior centred on its weights and fine-tuned). Data, OOD
 quality section of ``OUT/RESULTS.md`` (between the markers, the rest of the file kept) and one PNG per data set
 into ``OUT/figures/``.
 
+``digits_cnn`` (issue 23): the quick start's CNN on the same digits (8 and 9 held out; noise, rotated and
+inverted digits as further OOD sets), a rotation ladder of the test digits (0-180 degrees in 15-degree steps:
+accuracy, NLL, ECE against the angle; ``quality_shift.py``), two more peers -- IVON (``ivon-opt``) and last-layer
+Laplace (``laplace-torch``) -- and the rank-1 posterior (n_mc 4 and 100), with issue 23's targets and the rank-1
+KL's gradient noise against n_mc; written into a section of its own (its own markers).
+
     python benchmarks/quality.py                    # the full run (3 seeds, 3 data sets)
     python benchmarks/quality.py --radial-1e4       # plus the Radial n_mc=10^4 row (~3x the time on a CPU)
     python benchmarks/quality.py --quick            # < 10 min on a 2-core CPU: fewer epochs, 2 seeds, a
                                                     # smaller n_mc study
     python benchmarks/quality.py --quick --datasets breast_cancer --out /tmp/q   # the test's run
+    python benchmarks/quality.py --datasets digits_cnn --first-seed 1 --seeds 1 --rows-out r1.json  # one seed
+    python benchmarks/quality.py --merge r0.json r1.json r2.json   # ... run in parallel processes, then pooled
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ QUICK_EPOCHS = {"digits": 12, "digits_cnn": 12, "breast_cancer": 12, "diabetes":
 DATASETS = ["digits", "digits_cnn", "breast_cancer", "diabetes"]
 RANK1_NAME = "autobayes rank1 (K=4, repar n_mc=100)"
 _TEST_SAMPLES = qm.N_TEST_SAMPLES
+QUICK_CNN_TEST_SAMPLES = 30
 BEGIN, END = "<!-- quality.py: begin -->", "<!-- quality.py: end -->"
 #: The CNN's section (issue 23) has markers of its own, so that running one kind of data set keeps the other's.
 CNN_BEGIN, CNN_END = "<!-- quality.py digits_cnn: begin -->", "<!-- quality.py digits_cnn: end -->"
@@ -310,8 +319,11 @@ def main(argv=None) -> int:
     raw = {}
     for name in args.datasets:
         body = cnn_body if name == "digits_cnn" else mlp_body
+        if name == "digits_cnn" and args.quick and not args.test_samples:
+            qm.N_TEST_SAMPLES = QUICK_CNN_TEST_SAMPLES  # 18 test sets (OOD, 13 angles) per row: the quick run's cost
         raw[name] = merged.get(name) or run_dataset(name, seeds, args.quick, log, args.radial_1e4, args.epochs,
                                                     args.first_seed)
+        used_samples, qm.N_TEST_SAMPLES = qm.N_TEST_SAMPLES, args.test_samples or _TEST_SAMPLES
         if args.rows_out:
             continue
         stats = summarise(raw[name])
@@ -321,7 +333,8 @@ def main(argv=None) -> int:
         first_ood = next(iter(data.ood))
         figure(stats, columns, f"{name}: mean ± std over {seeds} seeds", out / "figures" / f"quality_{name}.png")
         body += [f"### {name} ({data.task}; {len(data.train)} training / {len(data.test)} test examples; "
-                 f"{args.epochs or (QUICK_EPOCHS if args.quick else EPOCHS)[name]} epochs; OOD: {first_ood})", ""]
+                 f"{args.epochs or (QUICK_EPOCHS if args.quick else EPOCHS)[name]} epochs; {used_samples} samples per test "
+                 f"example; OOD: {first_ood})", ""]
         body += table(stats, columns) + ["", f"![{name}](figures/quality_{name}.png)", ""]
         if len(data.ood) > 1:
             body += [f"Other OOD sets of {name} (AUROC):", ""] + ood_table(stats, list(data.ood)[1:]) + [""]
@@ -360,7 +373,9 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - started
     footer = [f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
              f"{torch.get_num_threads()} thread(s), {seeds} seeds, MLP hidden {qm.HIDDEN}, "
-             f"{qm.N_TEST_SAMPLES} test samples per example; took {elapsed / 60:.1f} min. Cells: mean ± std over "
+             f"{qm.N_TEST_SAMPLES} test samples per example; "
+             + (f"rows pooled from {', '.join(Path(p).name for p in args.merge)} (one --rows-out run each). "
+                if args.merge else f"took {elapsed / 60:.1f} min. ") + f"Cells: mean ± std over "
              f"seeds; `—`: not defined (a deterministic network's mutual information and epistemic std are 0 for "
              f"every input, and its one noise variance ranks no regression example above another). Train time per "
              f"epoch: all five members "
