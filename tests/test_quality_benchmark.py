@@ -7,6 +7,7 @@ mutual information is 0 for every input). About half a minute alone on a 2-core 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -94,7 +95,8 @@ def test_cnn_rows_rotation_ladder_and_targets(tmp_path, monkeypatch):
     keep = ["deterministic", f"deep ensemble ({qm.ENSEMBLE})", "IVON (ivon-opt)",
             "last-layer Laplace (laplace-torch, marglik)", quality.DEFAULT_NAME, quality.RANK1_NAME]
     monkeypatch.setattr(quality, "cnn_methods", lambda quick: {k: every[k] for k in keep})
-    stats = quality.summarise(quality.run_dataset("digits_cnn", 2, True, lambda msg: None, epochs=1))
+    rows = quality.run_dataset("digits_cnn", 2, True, lambda msg: None, epochs=1)
+    stats = quality.summarise(rows)
     assert list(stats) == keep
     for method, row in stats.items():
         for key in ["nll", "ece", "auroc_h", "train_s"] + [f"rot{a}:{m}" for a in (0, 90, 180) for m in
@@ -107,3 +109,16 @@ def test_cnn_rows_rotation_ladder_and_targets(tmp_path, monkeypatch):
     targets = quality.cnn_targets(stats)
     assert sum(t.startswith(("* MET", "* MISS")) for t in targets) == 4
     assert any(quality.RANK1_NAME in t for t in targets)
+
+    # seeds run in separate processes are pooled by --merge into the CNN's own section, other sections kept
+    for seed in (0, 1):
+        one = {m: [r[seed]] for m, r in rows.items()}
+        (tmp_path / f"rows{seed}.json").write_text(json.dumps({"digits_cnn": one}))
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\nprose\n\n## Older section\n\nkept\n")
+    merge = ["--merge", str(tmp_path / "rows0.json"), str(tmp_path / "rows1.json"), "--out", str(tmp_path)]
+    assert quality.main(merge + ["--epochs", "1", "--test-samples", "2"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.count(quality.CNN_BEGIN) == 1 and quality.BEGIN not in text and "## Older section\n\nkept" in text
+    section = text.split(quality.CNN_BEGIN)[1].split(quality.CNN_END)[0]
+    assert "rows0.json, rows1.json" in section and "180°" in section and ("MET" in section or "MISS" in section)
+    assert (tmp_path / "figures" / "quality_rotation.png").stat().st_size > 1000
