@@ -93,7 +93,8 @@ class BayesConfig:
 
     Args:
         posterior: name of a registered posterior (``"radial"``, ``"gaussian"``, ``"laplace"``, ``"logistic"``,
-            or one you registered).
+            the rank-1 mixtures ``"rank1"`` / ``"rank1_cauchy"`` (:class:`autobayes.posteriors.Rank1`), or one you
+            registered).
         kl: KL estimator: ``"auto"`` (closed form where the pair has one, else ``"repar"``), ``"closed"``,
             ``"repar"`` (the paper's graph-reparameterised Monte Carlo estimator, memory independent of
             ``n_mc``) or ``"direct"`` (plain Monte Carlo, graph grows with ``n_mc``; the reference).
