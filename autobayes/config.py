@@ -52,7 +52,8 @@ class BayesConfig:
 
     Args:
         posterior: name of a registered posterior (``"radial"``, ``"gaussian"``, ``"laplace"``, ``"logistic"``,
-            or one you registered).
+            the rank-1 mixtures ``"rank1"`` / ``"rank1_cauchy"`` (:class:`autobayes.posteriors.Rank1`), or one you
+            registered).
         kl: KL estimator: ``"auto"`` (closed form where the pair has one, else ``"repar"``), ``"closed"``,
             ``"repar"`` (the paper's graph-reparameterised Monte Carlo estimator, memory independent of
             ``n_mc``) or ``"direct"`` (plain Monte Carlo, graph grows with ``n_mc``; the reference).
@@ -81,6 +82,9 @@ class BayesConfig:
             ``d``-element tensor, ``s / sqrt(2)`` for the Laplace), see
             :func:`autobayes.nn.parameter.initial_log_var`.
         mc_chunk_size: how many noise tensors the sampled-statistics estimators draw at once (memory bound).
+        components: the number K of mixture components of the rank-1 posteriors (``"rank1"``,
+            ``"rank1_cauchy"``), an integer >= 1; a batch is split across them (see
+            :class:`autobayes.posteriors.Rank1`). The other families ignore it.
         layer_types: the deterministic layer types to convert (classes or their names such as ``"Conv2d"``);
             ``None`` converts every supported type that is on by default (:func:`default_layer_types`: linear,
             convolutional, recurrent layers and ``nn.MultiheadAttention``). Embeddings and normalisation layers
@@ -117,6 +121,7 @@ class BayesConfig:
     init_scale: Optional[float] = None
     moped_delta: Optional[float] = None
     mc_chunk_size: int = 32
+    components: int = 4
     layer_types: Optional[Tuple[Union[type, str], ...]] = None
     include: Optional[Tuple[str, ...]] = None
     exclude: Tuple[str, ...] = ()
@@ -136,6 +141,8 @@ class BayesConfig:
         self.tied = _name_in(self.tied, TIE_MODES, "tied")
         self.n_mc = check_int(self.n_mc, "n_mc", 1, hint="the number of Monte Carlo samples of the KL, e.g. n_mc=100")
         check_int(self.mc_chunk_size, "mc_chunk_size", 1)
+        self.components = check_int(self.components, "components", 1,
+                                    hint="the number of rank-1 mixture components, e.g. components=4")
         if isinstance(self.prior_loc, str):
             if self.prior_loc != "weights":
                 raise ConfigError(
@@ -149,6 +156,7 @@ class BayesConfig:
             raise ConfigError(f"prior_kwargs must be a dict, got {type(self.prior_kwargs).__name__}")
         self.prior_kwargs = dict(self.prior_kwargs)
         _check_prior(self.prior, self.prior_scale, self.prior_kwargs)
+        POSTERIORS.get(self.posterior).check_config(self)
         if self.init_log_var is not None:
             try:
                 low, high = (float(v) for v in self.init_log_var)

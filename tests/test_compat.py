@@ -48,7 +48,7 @@ def test_checkpoint_v0_1_0_loads_with_the_same_outputs(tmp_path):
     old, new = autobayes.read_checkpoint_info(path).spec, autobayes.read_checkpoint_info(again).spec
     for key in ("versions", "created_at"):
         old.pop(key), new.pop(key)
-    for key, default in {"tied": "shared"}.items():  # options added since 0.1.0: saved with their defaults
+    for key, default in {"tied": "shared", "components": 4}.items():  # options added since 0.1.0: saved with defaults
         assert key not in old["bayes_config"] and new["bayes_config"].pop(key) == default
     # entries added since 0.1.0 (optional on loading): no parameter of this network is frozen
     assert "frozen_parameters" not in old and new.pop("frozen_parameters") == []

@@ -7,6 +7,7 @@ mutual information is 0 for every input). About half a minute alone on a 2-core 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -65,3 +66,59 @@ def test_write_section_replaces_only_its_own_section(tmp_path, monkeypatch):
     assert text.count(quality.BEGIN) == 1 and "first" not in text and "second" in text
     assert text.index("prose") < text.index(quality.BEGIN) < text.index("## Older section")
     assert text.endswith("## Older section\n\nold numbers\n")
+
+
+@pytest.mark.slow
+def test_cnn_rows_rotation_ladder_and_targets(tmp_path, monkeypatch):
+    """The digits_cnn pieces end to end on a smoke configuration (1 epoch, 2 seeds, 2 test samples, three
+    angles, the rows the targets need plus the new peers): every row gets every column and angle, the ladder's
+    tables and figure are written and the targets are stated. ~20 s alone on a 2-core CPU."""
+    pytest.importorskip("ivon")
+    pytest.importorskip("laplace")
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("quality", "quality_methods", "quality_shift"):
+        sys.modules.pop(name, None)
+    import quality
+    import quality_methods as qm
+    import quality_shift
+    import torch
+
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.allclose(quality_shift.rotate(x, 0, 0.2, 0.3), x, atol=1e-5)
+    r90 = quality_shift.rotate(x, 90, 0.2, 0.3)  # a quarter turn maps the 8x8 grid onto itself
+    assert any(torch.allclose(r90, torch.rot90(x, k, dims=(-2, -1)), atol=1e-4) for k in (1, -1))
+
+    monkeypatch.setattr(qm, "N_TEST_SAMPLES", 2)
+    monkeypatch.setattr(qm, "ENSEMBLE", 2)
+    monkeypatch.setattr(quality_shift, "ANGLES", (0, 90, 180))
+    every = quality.cnn_methods(quick=True)
+    keep = ["deterministic", f"deep ensemble ({qm.ENSEMBLE})", "IVON (ivon-opt)",
+            "last-layer Laplace (laplace-torch, marglik)", quality.DEFAULT_NAME, quality.RANK1_NAME]
+    monkeypatch.setattr(quality, "cnn_methods", lambda quick: {k: every[k] for k in keep})
+    rows = quality.run_dataset("digits_cnn", 2, True, lambda msg: None, epochs=1)
+    stats = quality.summarise(rows)
+    assert list(stats) == keep
+    for method, row in stats.items():
+        for key in ["nll", "ece", "auroc_h", "train_s"] + [f"rot{a}:{m}" for a in (0, 90, 180) for m in
+                                                         ("acc", "nll", "ece")]:
+            assert math.isfinite(row[key][0]) and math.isfinite(row[key][1]), (method, key)
+    lines = quality_shift.table(stats, "nll")
+    assert len(lines) == 2 + len(keep) and "180°" in lines[0]
+    quality_shift.figure(stats, tmp_path / "rot.png", "smoke")
+    assert (tmp_path / "rot.png").stat().st_size > 1000
+    targets = quality.cnn_targets(stats)
+    assert sum(t.startswith(("* MET", "* MISS")) for t in targets) == 4
+    assert any(quality.RANK1_NAME in t for t in targets)
+
+    # seeds run in separate processes are pooled by --merge into the CNN's own section, other sections kept
+    for seed in (0, 1):
+        one = {m: [r[seed]] for m, r in rows.items()}
+        (tmp_path / f"rows{seed}.json").write_text(json.dumps({"digits_cnn": one}))
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\nprose\n\n## Older section\n\nkept\n")
+    merge = ["--merge", str(tmp_path / "rows0.json"), str(tmp_path / "rows1.json"), "--out", str(tmp_path)]
+    assert quality.main(merge + ["--epochs", "1", "--test-samples", "2"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.count(quality.CNN_BEGIN) == 1 and quality.BEGIN not in text and "## Older section\n\nkept" in text
+    section = text.split(quality.CNN_BEGIN)[1].split(quality.CNN_END)[0]
+    assert "rows0.json, rows1.json" in section and "180°" in section and ("MET" in section or "MISS" in section)
+    assert (tmp_path / "figures" / "quality_rotation.png").stat().st_size > 1000

@@ -134,6 +134,8 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", type=Path, metavar="JSON", default=None,
                        help="a JSON file of BayesConfig options (the flags below override it)")
     group.add_argument("--posterior", choices=POSTERIORS.names(), default=None, help="posterior family (default radial)")
+    group.add_argument("--components", type=int, default=None, metavar="K",
+                       help="mixture components of the rank-1 posteriors (--posterior rank1; default 4)")
     group.add_argument("--kl", choices=KL_METHODS, default=None, help="KL estimator")
     group.add_argument("--n-mc", type=int, default=None, metavar="M", help="Monte Carlo samples of the KL estimator")
     group.add_argument("--forward", choices=FORWARD_MODES, default=None, help="forward mode of the Bayesian layers")
@@ -177,7 +179,7 @@ def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
         if not isinstance(base, dict):
             raise ConfigError(f"--config {str(args.config)!r} must hold a JSON object of BayesConfig options")
     flags = {
-        "posterior": args.posterior, "kl": args.kl, "n_mc": args.n_mc, "forward": args.forward, "prior": args.prior,
+        "posterior": args.posterior, "components": args.components, "kl": args.kl, "n_mc": args.n_mc, "forward": args.forward, "prior": args.prior,
         "prior_scale": args.prior_scale, "init_scale": args.init_scale, "moped_delta": args.moped_delta,
         "init_log_var": None if args.init_log_var is None else tuple(args.init_log_var),
         "layer_types": None if args.layer_types is None else tuple(args.layer_types),
@@ -198,7 +200,7 @@ def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
 
 def bayes_flags_given(args: argparse.Namespace) -> List[str]:
     """The Bayesian options (:func:`add_bayes_options`) set on the command line, as their flags."""
-    names = ("config", "posterior", "kl", "n_mc", "forward", "prior", "prior_loc", "prior_scale", "prior_arg",
+    names = ("config", "posterior", "components", "kl", "n_mc", "forward", "prior", "prior_loc", "prior_scale", "prior_arg",
              "init_scale", "init_log_var", "moped_delta", "layer_types", "include", "exclude", "override")
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, [])]
 

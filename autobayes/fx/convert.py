@@ -257,6 +257,12 @@ def convert_modules(
                 patch_attributes(module, names, cfg)
             new_modules[name] = module
         total = n_params + n_shared
+        owner = new_modules[name]
+        posteriors = [owner._modules[n + "_posterior"] for n in names if n + "_posterior" in owner._modules]
+        if how == "layer":
+            posteriors = [m for m in owner.modules() if isinstance(m, BayesParameter)]
+        posteriors += [owner._modules[n + "_posterior"] for n in shared if n in counted.get(id(module), ())]
+        n_var = sum(p.numel() for post in posteriors for p in post.parameters(recurse=False))
         report.records.append(LayerRecord(name, tname, "bayesian", how=how, params=shared + names, n_params=total,
-                                          n_bayes_params=2 * total, reason=note))
+                                          n_bayes_params=n_var, reason=note))
     return new_modules

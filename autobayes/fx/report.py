@@ -23,7 +23,8 @@ class LayerRecord:
             ``F.linear`` / ``F.conv*`` / ``matmul`` became a posterior sample), or ``""``.
         params: names of the converted (or skipped) parameters, e.g. ``["weight", "bias"]``.
         n_params: number of deterministic parameters involved.
-        n_bayes_params: number of variational parameters that replace them (``mu`` and ``log_var``: 2x).
+        n_bayes_params: number of variational parameters that replace them (``mu`` and ``log_var``: 2x for the
+            location-scale families; ``W`` and the factors' ``K x (d0 + d1)`` means and log-variances for rank-1).
         used: whether the traced forward uses it (its KL is part of ``kl``); ``None`` when unknown (swap mode
             counts the layers a forward calls, at run time).
         reason: why it was skipped, or a note (e.g. ``"inside leaf module 'blocks.0' (ConvMlp)"``).

@@ -2,7 +2,8 @@
 
 The KL of a layer is ``KL(q || p) = E_q[log q(w)] - E_q[log p(w)]`` summed (never averaged) over every weight.
 For the location-scale posteriors here ``E_q[log q] = -H(q)`` is exact, so the Monte Carlo estimators only
-estimate the cross-entropy ``-E_q[log p(w)]`` with ``M = n_mc`` samples.
+estimate the cross-entropy ``-E_q[log p(w)]`` with ``M = n_mc`` samples. A mixture posterior (the rank-1
+family's factors) has neither term in closed form: :func:`mixture_kl` estimates both, ``repar`` or ``direct``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ..registry import Registry
 from .closed import closed_kl, has_closed_form, normal_cross_entropy, register_closed_kl, require_closed_form
 from .direct import direct_kl
 from .fused import fused_kl, sum_kl
-from .repar import repar_kl
+from .mixture import mixture_kl, mixture_log_prob
+from .repar import repar_kl, surrogate_mean
 
 __all__ = [
     "KL_ESTIMATORS",
@@ -24,6 +26,9 @@ __all__ = [
     "closed_kl",
     "direct_kl",
     "repar_kl",
+    "mixture_kl",
+    "mixture_log_prob",
+    "surrogate_mean",
     "fused_kl",
     "sum_kl",
     "has_closed_form",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -12,7 +13,7 @@ from ..posteriors.base import chunk_length
 from ..priors import Normal, Prior
 from .closed import normal_cross_entropy
 
-__all__ = ["repar_kl"]
+__all__ = ["repar_kl", "surrogate_mean"]
 
 
 def repar_kl(posterior: Posterior, prior: Prior, mu: Tensor, scale: Tensor, n_mc: int, chunk_size: int = 32) -> Tensor:
@@ -47,24 +48,46 @@ _SURROGATE_CHUNK_ELEMENTS = 1 << 20
 
 def _surrogate_cross_entropy(posterior, prior, mu, scale, n_mc, chunk_size) -> Tensor:
     shape = tuple(mu.shape)
-    numel = mu.numel()
-    chunk = chunk_length(n_mc, numel, chunk_size, _SURROGATE_CHUNK_ELEMENTS)
-    mu0, scale0 = mu.detach(), scale.detach()
-    value = torch.zeros((), device=mu.device, dtype=mu.dtype)
-    g_mu = torch.zeros_like(mu0)
-    g_scale = torch.zeros_like(mu0)
-    done = 0
-    while done < n_mc:
-        k = min(chunk, n_mc - done)
+    chunk = chunk_length(n_mc, mu.numel(), chunk_size, _SURROGATE_CHUNK_ELEMENTS)
+
+    def neg_log_prior(leaves, k):
         with torch.no_grad():
             xi = posterior.sample_noise(k, shape, device=mu.device, dtype=mu.dtype)
+        return -prior.log_prob(leaves[0] + leaves[1] * xi).sum()
+
+    return surrogate_mean(neg_log_prior, (mu, scale), n_mc, chunk)
+
+
+def surrogate_mean(draws_sum: Callable[[Sequence[Tensor], int], Tensor], params: Sequence[Tensor], n: int,
+                   chunk: int) -> Tensor:
+    """The mean of ``n`` Monte Carlo terms as a graph of fixed size: the graph-reparameterisation trick.
+
+    ``draws_sum(leaves, k)`` draws ``k`` terms and returns their sum, computed from ``leaves`` (detached copies of
+    ``params`` that require grad). The terms are evaluated ``chunk`` at a time, each chunk's graph freed once its
+    gradient is taken; the result ``V + sum_p <g_p, p - stop(p)>`` has the value ``V`` and the gradients ``g_p``
+    of the ``n``-term mean (so the same law, value and gradient, as building all ``n`` terms in the graph),
+    while the caller's graph holds only the parameters.
+
+    Example:
+        >>> mu = torch.zeros(3, requires_grad=True)
+        >>> est = surrogate_mean(lambda ls, k: ((ls[0] + torch.randn(k, 3)) ** 2).sum(), (mu,), 100, 10)
+        >>> est.backward(); mu.grad.abs().max() < 1.0
+        tensor(True)
+    """
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    value = torch.zeros((), device=leaves[0].device, dtype=leaves[0].dtype)
+    grads = [torch.zeros_like(leaf) for leaf in leaves]
+    done = 0
+    while done < n:
+        k = min(chunk, n - done)
         with torch.enable_grad():
-            w = (mu0 + scale0 * xi).requires_grad_(True)
-            nlp = -prior.log_prob(w).sum()
-            (grad,) = torch.autograd.grad(nlp, w)
-        value += nlp.detach()
-        g_mu += grad.sum(0)
-        g_scale += (grad * xi).sum(0)
+            total = draws_sum(leaves, k)
+            for g, d in zip(grads, torch.autograd.grad(total, leaves, allow_unused=True)):
+                if d is not None:
+                    g += d
+        value += total.detach()
         done += k
-    value, g_mu, g_scale = value / n_mc, g_mu / n_mc, g_scale / n_mc
-    return value + (g_mu * (mu - mu0)).sum() + (g_scale * (scale - scale0)).sum()
+    out = value / n
+    for p, g in zip(params, grads):
+        out = out + ((g / n) * (p - p.detach())).sum()
+    return out

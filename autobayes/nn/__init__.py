@@ -14,11 +14,13 @@ from .embedding import BayesEmbedding, BayesEmbeddingBag
 from .linear import BayesLinear
 from .mappings import ATTRIBUTE_LAYERS, DEFAULT_MAPPINGS, OPT_IN_LAYER_TYPES, get_default_mappings
 from .parameter import BayesParameter
+from .rank1 import Rank1Parameter
 from .rnn import BayesGRU, BayesLSTM, BayesRNN
 
 __all__ = [
     "BayesLayer",
     "BayesParameter",
+    "Rank1Parameter",
     "fused_kl",
     "BayesLinear",
     "BayesConv1d",

@@ -90,11 +90,11 @@ class BayesLayer(nn.Module):
     @property
     def weight(self) -> Tensor:
         """The posterior mean of the weight (read-only view for code that inspects ``layer.weight``)."""
-        return self.weight_posterior.mu
+        return self.weight_posterior.mean
 
     @property
     def bias(self) -> Optional[Tensor]:
-        return None if self.bias_posterior is None else self.bias_posterior.mu
+        return None if self.bias_posterior is None else self.bias_posterior.mean
 
     @property
     def use_mean(self) -> bool:
@@ -114,12 +114,40 @@ class BayesLayer(nn.Module):
         mode = "mean" if self.use_mean else self.forward_mode
         bias = self.bias_posterior
         if mode == "mean":
-            return self._op(x, self.weight_posterior.mu, None if bias is None else bias.mu, *args)
+            return self._op(x, self.weight_posterior.mean, None if bias is None else bias.mean, *args)
+        if self.weight_posterior.posterior.multiplicative and mode == "local":
+            return self._per_example_factors(x, *args)
         if mode == "sample":
             return self._op(x, self.weight_posterior.sample(), None if bias is None else bias.sample(), *args)
         mean = self._op(x, self.weight_posterior.mu, None if bias is None else bias.mu, *args)
         var = self._op(x * x, self.weight_posterior.variance, None if bias is None else bias.variance, *args)
         return torch.addcmul(mean, torch.sqrt(var.clamp_min(_MIN_VAR)), normal_(torch.empty_like(mean)))
+
+    def _per_example_factors(self, x: Tensor, *args: Any) -> Tensor:
+        """A rank-1 posterior's forward with its own weight ``W o (r s^T)`` for each example, computed as
+        ``op(x o s, W) o r + b`` (:meth:`_factor_axes` says which of the weight's dims 0 and 1 is the input
+        side); the same outputs as ``op(x_i, W o (r_i s_i^T)) + b`` example by example."""
+        batched = x.dim() > self._unbatched_dim()
+        if not batched:
+            x = x.unsqueeze(0)
+        out_f, in_f = self._factor_axes(*self.weight_posterior.example_factors(x.shape[0]))
+        y = self._op(x * self._per_channel(in_f, x.dim()), self.weight_posterior.mu, None, *args)
+        y = y * self._per_channel(out_f, y.dim())
+        if self.bias_posterior is not None:
+            y = y + self._per_channel(self.bias_posterior().unsqueeze(0), y.dim())
+        return y if batched else y.squeeze(0)
+
+    # Linear layout (overridden by the convolutions): features last, weight (out, in).
+    def _unbatched_dim(self) -> int:
+        return 1
+
+    def _per_channel(self, t: Tensor, dims: int) -> Tensor:
+        """``t`` of shape ``(B, C)`` shaped to broadcast over a ``dims``-d activation with channels last."""
+        return t.reshape(t.shape[0], *([1] * (dims - 2)), t.shape[1])
+
+    def _factor_axes(self, first: Tensor, second: Tensor):
+        """``(output factors, input factors)`` from the factors of the weight's dims 0 and 1."""
+        return first, second
 
     def kl(self) -> Tensor:
         """``KL(q || p)`` of the layer: weight plus bias, summed over elements."""
@@ -130,12 +158,12 @@ class BayesLayer(nn.Module):
 
     def to_deterministic(self) -> nn.Module:
         """The deterministic twin holding the posterior means."""
-        mu = self.weight_posterior.mu
+        mu = self.weight_posterior.mean
         twin = self._DETERMINISTIC(**self._twin_kwargs(), device=mu.device, dtype=mu.dtype)
         with torch.no_grad():
             twin.weight.copy_(mu)
             if self.bias_posterior is not None:
-                twin.bias.copy_(self.bias_posterior.mu)
+                twin.bias.copy_(self.bias_posterior.mean)
         twin.train(self.training)
         return twin
 

@@ -43,6 +43,17 @@ class _BayesConvNd(BayesLayer):
             kwargs["output_padding"] = self.output_padding
         return kwargs
 
+    def _unbatched_dim(self) -> int:
+        return self.n_dims + 1
+
+    def _per_channel(self, t: Tensor, dims: int) -> Tensor:
+        return t.reshape(*t.shape, *([1] * (dims - 2)))
+
+    def _factor_axes(self, first: Tensor, second: Tensor):
+        # weight (out, in / groups, ...) or, transposed, (in, out / groups, ...): dim 1 repeats once per group
+        second = second.repeat(1, self.groups)
+        return (second, first) if self.transposed else (first, second)
+
     def _op(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], output_size: Optional[List[int]] = None) -> Tensor:
         if self.transposed:
             output_padding = _ConvTransposeNd._output_padding(

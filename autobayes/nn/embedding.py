@@ -73,7 +73,7 @@ class _BayesEmbeddingBase(BayesLayer):
         ``input`` drawn with ``input`` remapped into them (see the module docstring)."""
         wp = self.weight_posterior
         if self.use_mean or self.forward_mode == "mean":
-            return wp.mu, input
+            return wp.mean, input
         if wp.draw_seed is not None or not type(wp.posterior).elementwise:
             return wp.sample(), input
         rows, remapped = torch.unique(input, return_inverse=True)

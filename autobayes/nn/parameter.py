@@ -58,6 +58,15 @@ class BayesParameter(nn.Module):
 
     per_example_noise = False
 
+    def __new__(cls, mean: Optional[Tensor] = None, config: Optional[BayesConfig] = None, **kwargs):
+        """A multiplicative family (``posterior="rank1"``) builds a :class:`~autobayes.nn.rank1.Rank1Parameter`,
+        so every place that makes a tensor Bayesian (layers, posterior attributes, ties) makes the right kind."""
+        if cls is BayesParameter and config is not None and POSTERIORS.get(config.posterior).multiplicative:
+            from .rank1 import Rank1Parameter
+
+            cls = Rank1Parameter
+        return super().__new__(cls)
+
     def __init__(self, mean: Tensor, config: BayesConfig, *, from_weights: bool = False) -> None:
         super().__init__()
         mean = mean.detach()
@@ -88,6 +97,11 @@ class BayesParameter(nn.Module):
     def scale(self) -> Tensor:
         """Posterior scale ``sigma = exp(log_var / 2)``."""
         return torch.exp(0.5 * self.log_var)
+
+    @property
+    def mean(self) -> Tensor:
+        """The posterior mean of the tensor: ``mu`` here (a multiplicative family computes its own)."""
+        return self.mu
 
     @property
     def std(self) -> Tensor:
@@ -131,7 +145,7 @@ class BayesParameter(nn.Module):
 
     def forward(self) -> Tensor:
         if self.use_mean:
-            return self.mu
+            return self.mean
         draws = _SCOPE.draws
         if draws is None:
             return self.sample()

@@ -106,7 +106,7 @@ class _BayesRNNBase(BayesLayer):
     def weights(self) -> List[Tensor]:
         """The weights of this forward: one draw of every posterior, or the means under ``"mean"`` mode."""
         if self.use_mean or self.forward_mode == "mean":
-            return [p.mu for p in self.posteriors()]
+            return [p.mean for p in self.posteriors()]
         return [p.sample() for p in self.posteriors()]
 
     def forward(self, input: Any, hx: Any = None) -> Any:
@@ -141,7 +141,7 @@ class _BayesRNNBase(BayesLayer):
             twin = self._DETERMINISTIC(**self._twin_kwargs(), device=mu.device, dtype=mu.dtype)
         with torch.no_grad():
             for name, p in zip(self._weight_names, self.posteriors()):
-                getattr(twin, name).copy_(p.mu)
+                getattr(twin, name).copy_(p.mean)
         twin.train(self.training)
         return twin
 

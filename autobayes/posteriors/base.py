@@ -62,6 +62,14 @@ class Posterior:
     name: ClassVar[str] = ""
     default_forward: ClassVar[str] = "local"
     elementwise: ClassVar[bool] = False
+    #: ``True`` for a family that multiplies a point-estimated weight by random factors instead of adding noise
+    #: to it (:class:`~autobayes.posteriors.Rank1`): its tensors are :class:`~autobayes.nn.rank1.Rank1Parameter`.
+    multiplicative: ClassVar[bool] = False
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Raise :class:`~autobayes.errors.ConfigError` when ``config`` asks for something this family cannot do
+        (called by :class:`~autobayes.BayesConfig` when it is built). The location-scale families accept all."""
 
     def sample_noise(self, n: int, shape: Tuple[int, ...], *, device=None, dtype=None) -> Tensor:
         """``n`` independent noise tensors, stacked: shape ``(n, *shape)``."""

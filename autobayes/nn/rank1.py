@@ -1,0 +1,141 @@
+"""`Rank1Parameter`: a point-estimated tensor times rank-1 mixture factors (Dusenberry et al., ICML 2020)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..config import BayesConfig
+from ..kl import mixture_kl
+from ..posteriors import POSTERIORS
+from ..priors import PRIORS
+from .parameter import _SCOPE, BayesParameter, _seeded, initial_log_var
+
+__all__ = ["Rank1Parameter"]
+
+#: Key of the draw scope (:func:`~autobayes.nn.parameter.shared_draws`) holding this forward's component offset.
+_OFFSET = "rank1_component_offset"
+_OFFSET_RANGE = 1 << 30
+
+
+class Rank1Parameter(BayesParameter):
+    """The rank-1 posterior of one tensor ``W`` (``posterior="rank1"``, see :class:`autobayes.posteriors.Rank1`).
+
+    Parameters: ``mu`` (the point estimate ``W``: the same state-dict key as every family's posterior mean, so a
+    converted layer's weights land there), ``factor_loc`` and ``factor_log_var`` of shape ``(K, d0 + d1)``: the
+    means and log-variances of the ``K`` components of ``z = (r, s)``, ``r`` the first ``d0`` columns (dim 0 of
+    ``W``), ``s`` the last ``d1`` (dim 1). A 1-d tensor has no factors: it is a point estimate with KL 0. The
+    prior (submodule ``prior``) is the configured family centred at 1, per element of ``z``.
+
+    ``BayesParameter(tensor, config)`` builds one when ``config.posterior`` is a multiplicative family.
+
+    Example:
+        >>> p = BayesParameter(torch.randn(3, 4), BayesConfig(posterior="rank1", components=2))
+        >>> type(p).__name__, tuple(p.factor_loc.shape), p().shape
+        ('Rank1Parameter', (2, 7), torch.Size([3, 4]))
+    """
+
+    def __init__(self, mean: Tensor, config: BayesConfig, *, from_weights: bool = False) -> None:
+        nn.Module.__init__(self)
+        mean = mean.detach()
+        self.mu = nn.Parameter(mean.clone())
+        self.posterior = POSTERIORS.get(config.posterior)()
+        self.components = config.components
+        self.factor_dims: Tuple[int, ...] = tuple(mean.shape[:2]) if mean.dim() >= 2 else ()
+        if self.factor_dims:
+            ones = mean.new_ones(self.components, sum(self.factor_dims))
+            self.factor_loc = nn.Parameter(ones)
+            self.factor_log_var = nn.Parameter(
+                initial_log_var(ones, config, self.posterior.second_moment(ones.numel()), from_weights=from_weights))
+        else:
+            self.register_parameter("factor_loc", None)
+            self.register_parameter("factor_log_var", None)
+        one = torch.tensor(1.0, dtype=mean.dtype)
+        self.prior = PRIORS.get(config.prior).from_config(one, config.prior_scale, **config.prior_kwargs).to(
+            device=mean.device, dtype=mean.dtype)
+        self.kl_method = "repar" if config.kl == "auto" else config.kl  # no closed form (checked by the config)
+        self.n_mc = config.n_mc
+        self.mc_chunk_size = config.mc_chunk_size
+        self.use_mean = False
+        self.draw_seed = None
+        self._cache = None
+
+    # ------------------------------------------------------------------ views
+    @property
+    def factor_scale(self) -> Tensor:
+        """Per-component scales ``exp(factor_log_var / 2)``, ``(K, d0 + d1)``."""
+        return torch.exp(0.5 * self.factor_log_var)
+
+    @property
+    def scale(self) -> Tensor:
+        return self.factor_scale
+
+    @property
+    def mean(self) -> Tensor:
+        """``W o mean_k(m_k^r m_k^s^T)``: the posterior mean (``r`` and ``s`` are independent within a component);
+        ``W`` itself while the component means are 1, e.g. right after conversion."""
+        if not self.factor_dims:
+            return self.mu
+        d0 = self.factor_dims[0]
+        loc = self.factor_loc
+        outer = torch.einsum("ki,kj->ij", loc[:, :d0], loc[:, d0:]) / self.components
+        return self.mu * outer.reshape(*outer.shape, *([1] * (self.mu.dim() - 2)))
+
+    @property
+    def variance(self) -> Tensor:
+        raise AttributeError(
+            "a rank-1 posterior's weights are correlated products W o (r s^T); it has no per-weight variance for "
+            "local reparameterisation (its layers use forward='local' as a per-example draw of r and s instead)")
+
+    # ------------------------------------------------------------------ draws
+    def _draw_scope(self):
+        return contextlib.nullcontext() if self.draw_seed is None else _seeded(self.draw_seed, self.mu.device)
+
+    def _offset(self) -> Tensor:
+        """This forward's component offset: one per forward of a converted model (in the draw scope, shared by
+        every layer, so a component is a whole network), else one per call."""
+        draws = _SCOPE.draws
+        offset = None if draws is None else draws.get(_OFFSET)
+        if offset is None:
+            offset = torch.randint(0, _OFFSET_RANGE, (), device=self.mu.device)
+            if draws is not None:
+                draws[_OFFSET] = offset
+        return offset
+
+    def _factors(self, components: Tensor) -> Tuple[Tensor, Tensor]:
+        """One draw of ``(r, s)`` per entry of ``components`` (indices into the mixture): ``(n, d0)``, ``(n, d1)``."""
+        n = components.shape[0]
+        xi = self.posterior.sample_noise(n, (sum(self.factor_dims),), device=self.mu.device, dtype=self.mu.dtype)
+        z = torch.addcmul(self.factor_loc[components], self.factor_scale[components], xi)
+        return z[:, : self.factor_dims[0]], z[:, self.factor_dims[0]:]
+
+    def example_factors(self, batch: int) -> Tuple[Tensor, Tensor]:
+        """Per-example factors for a batch of ``batch``: example ``i`` uses component
+        ``(floor(i K / batch) + offset) mod K`` (the batch split into ``K`` contiguous, near-equal parts, as in
+        the paper; a batch repeated ``K`` times gives each copy its own component) with its own draw."""
+        with self._draw_scope():
+            index = torch.arange(batch, device=self.mu.device) * self.components // max(batch, 1)
+            return self._factors((index + self._offset()) % self.components)
+
+    def sample(self) -> Tensor:
+        """One weight ``W o (r s^T)``: component ``offset mod K`` (the one example 0 of a batch gets), one draw."""
+        if not self.factor_dims:
+            return self.mu
+        with self._draw_scope():
+            r, s = self._factors((self._offset() % self.components).reshape(1))
+        outer = r.reshape(-1, 1) * s.reshape(1, -1)
+        return self.mu * outer.reshape(*outer.shape, *([1] * (self.mu.dim() - 2)))
+
+    def kl(self) -> Tensor:
+        """``KL(q || p)`` of the factors by :func:`autobayes.kl.mixture_kl` (0 for a point-estimated 1-d tensor)."""
+        if not self.factor_dims:
+            return self.mu.new_zeros(())
+        return mixture_kl(self.posterior, self.prior, self.factor_loc, self.factor_log_var, self.kl_method,
+                          self.n_mc, self.mc_chunk_size)
+
+    def extra_repr(self) -> str:
+        return (f"shape={tuple(self.mu.shape)}, posterior={self.posterior.name}, components={self.components}, "
+                f"kl={self.kl_method}, n_mc={self.n_mc}")
