@@ -6,7 +6,7 @@ import contextlib
 import functools
 import math
 import threading
-from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -17,11 +17,16 @@ from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 
-__all__ = ["BayesParameter", "cached_scales", "shared_draws", "seeded_draws", "spawn_seeds", "initial_log_var"]
+__all__ = ["BayesParameter", "cached_scales", "shared_draws", "current_draws", "seeded_draws", "seeded_rng", "spawn_seeds",
+           "initial_log_var"]
 
 _MIN_SCALE = 1e-8
 #: The default range of the log of a tensor's total initial posterior variance (see :func:`initial_log_var`).
 _DEFAULT_TOTAL_LOG_VAR = (-3.0, -2.0)
+
+
+#: The :class:`BayesParameter` subclass of each kind of posterior family other than location-scale.
+_KINDS: Dict[str, type] = {}
 
 
 class BayesParameter(nn.Module):
@@ -62,10 +67,15 @@ class BayesParameter(nn.Module):
         """A multiplicative family (``posterior="rank1"``) builds a :class:`~autobayes.nn.rank1.Rank1Parameter`,
         so every place that makes a tensor Bayesian (layers, posterior attributes, ties) makes the right kind."""
         if cls is BayesParameter and config is not None and POSTERIORS.get(config.posterior).multiplicative:
-            from .rank1 import Rank1Parameter
-
-            cls = Rank1Parameter
+            cls = _KINDS["multiplicative"]
         return super().__new__(cls)
+
+    def __init_subclass__(cls, kind: Optional[str] = None, **kwargs: Any) -> None:
+        """``class Rank1Parameter(BayesParameter, kind="multiplicative")`` makes it the class :meth:`__new__` builds
+        for the posterior families of that kind (registered where it is defined: no import back from here)."""
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            _KINDS[kind] = cls
 
     def __init__(self, mean: Tensor, config: BayesConfig, *, from_weights: bool = False) -> None:
         super().__init__()
@@ -128,7 +138,7 @@ class BayesParameter(nn.Module):
         scale = self._cached("scale", lambda: self.scale)
         if self.draw_seed is None:
             return self.posterior.sample_weights(self.mu, scale)
-        with _seeded(self.draw_seed, self.mu.device):
+        with seeded_rng(self.draw_seed, self.mu.device):
             return self.posterior.sample_weights(self.mu, scale)
 
     def _cached(self, name: str, compute):
@@ -224,8 +234,14 @@ def shared_draws() -> Iterator[None]:
         _SCOPE.draws = None
 
 
+def current_draws() -> Optional[Dict[int, Tensor]]:
+    """The draws of the :func:`shared_draws` block this thread is in (``id(parameter) -> draw``; a subclass may
+    keep other per-forward values under keys of its own), or ``None`` outside any block."""
+    return _SCOPE.draws
+
+
 @contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Draw from ``seed`` on ``device`` (and on the CPU), restoring both random states afterwards."""
     accelerator = device.type != "cpu"
     with torch.random.fork_rng(devices=[device] if accelerator else [],

@@ -12,7 +12,7 @@ from ..config import BayesConfig
 from ..kl import mixture_kl
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
-from .parameter import _SCOPE, BayesParameter, _seeded, initial_log_var
+from .parameter import BayesParameter, current_draws, initial_log_var, seeded_rng
 
 __all__ = ["Rank1Parameter"]
 
@@ -21,7 +21,7 @@ _OFFSET = "rank1_component_offset"
 _OFFSET_RANGE = 1 << 30
 
 
-class Rank1Parameter(BayesParameter):
+class Rank1Parameter(BayesParameter, kind="multiplicative"):
     """The rank-1 posterior of one tensor ``W`` (``posterior="rank1"``, see :class:`autobayes.posteriors.Rank1`).
 
     Parameters: ``mu`` (the point estimate ``W``: the same state-dict key as every family's posterior mean, so a
@@ -92,12 +92,12 @@ class Rank1Parameter(BayesParameter):
 
     # ------------------------------------------------------------------ draws
     def _draw_scope(self):
-        return contextlib.nullcontext() if self.draw_seed is None else _seeded(self.draw_seed, self.mu.device)
+        return contextlib.nullcontext() if self.draw_seed is None else seeded_rng(self.draw_seed, self.mu.device)
 
     def _offset(self) -> Tensor:
         """This forward's component offset: one per forward of a converted model (in the draw scope, shared by
         every layer, so a component is a whole network), else one per call."""
-        draws = _SCOPE.draws
+        draws = current_draws()
         offset = None if draws is None else draws.get(_OFFSET)
         if offset is None:
             offset = torch.randint(0, _OFFSET_RANGE, (), device=self.mu.device)
