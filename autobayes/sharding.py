@@ -145,19 +145,25 @@ def checkpoint_context() -> Tuple[contextlib.AbstractContextManager, contextlib.
 
 
 def default_blocks(bnn: nn.Module) -> Tuple[type, ...]:
-    """The repeated blocks of a model: the classes named by a ``transformers`` model's ``_no_split_modules``,
-    else the classes of the children of its ``nn.ModuleList`` s (Bayesian layers and posteriors excepted).
+    """The repeated blocks of a model: the classes named by a ``transformers`` model's ``_no_split_modules``; else
+    the classes of the children of its ``nn.ModuleList`` s and ``nn.Sequential`` s that hold Bayesian layers (a
+    ResNet's residual blocks, a ViT's blocks); else, for a plain stack of layers, the Bayesian layer classes.
 
     Example:
         >>> default_blocks(autobayes.bayesify(GPT2LMHeadModel(config)))  # doctest: +SKIP
         (<class 'transformers.models.gpt2.modeling_gpt2.GPT2Block'>,)
     """
+    def bayesian(m: nn.Module) -> bool:
+        return isinstance(m, (BayesLayer, BayesParameter))
+
     names = set(getattr(bnn, "_no_split_modules", None) or ())
     if names:
         found = [base_class(m) for m in bnn.modules() if base_class(m).__name__ in names]
     else:
-        found = [base_class(child) for m in bnn.modules() if isinstance(m, nn.ModuleList) for child in m
-                 if not isinstance(child, (BayesLayer, BayesParameter))]
+        found = [base_class(child) for m in bnn.modules() if isinstance(m, (nn.ModuleList, nn.Sequential))
+                 for child in m if not bayesian(child) and any(bayesian(c) for c in child.modules())]
+    if not found:
+        found = [type(m) for m in kl_units(bnn).values() if isinstance(m, BayesLayer)]
     return tuple(dict.fromkeys(found))
 
 
@@ -244,11 +250,12 @@ class _BlockKL:
 
 class _Attach(torch.autograd.Function):
     """``(out, kl) -> (out, kl)``: one autograd node for both, so that the KL's backward waits for the gradient of
-    the block's output (see the module docstring)."""
+    the block's output (see the module docstring). Copies, not views: the next module may modify the block's
+    output in place (``nn.ReLU(inplace=True)``), which autograd forbids on views returned by a function."""
 
     @staticmethod
     def forward(ctx: Any, out: Tensor, kl: Tensor) -> Tuple[Tensor, Tensor]:
-        return out.view_as(out), kl.view_as(kl)
+        return out.clone(), kl.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, grad_kl: Tensor) -> Tuple[Tensor, Tensor]:
