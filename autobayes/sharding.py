@@ -32,8 +32,7 @@ step on N ranks equals the unsharded step on the whole batch.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +43,7 @@ from .fx.derive import base_class, set_class
 from .fx.runtime import ROOT_MIXIN, USED, add_block_kl, collecting_block_kls, kl_units, total_kl
 from .fx.swap import hook_kl_units
 from .nn import BayesLayer, BayesParameter
-from .nn.parameter import _SCOPE
+from .nn.parameter import checkpoint_context
 
 __all__ = ["shard", "checkpoint_blocks", "checkpoint_context", "default_blocks", "run_blocks_eagerly",
            "full_state_dict"]
@@ -110,38 +109,6 @@ def checkpoint_blocks(bnn: nn.Module, blocks: Optional[Iterable[type]] = None) -
     for block in units:
         checkpoint(block, context_fn=checkpoint_context)
     return units
-
-
-def checkpoint_context() -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """The ``context_fn`` of a non-reentrant ``torch.utils.checkpoint`` region inside a converted model: the
-    recomputation sees the forward's draws as they were when the region was entered (see the module docstring).
-
-    Regions written without it recompute correctly when each posterior they read is read once per forward and
-    first read inside the region (torch restores the generator); with it, also when it is read several times or
-    read before the region (a tied weight).
-
-    Example:
-        >>> from torch.utils.checkpoint import checkpoint
-        >>> y = checkpoint(self.block, x, use_reentrant=False, context_fn=autobayes.distributed.checkpoint_context)
-    """
-    entry: List[Optional[dict]] = []
-
-    @contextlib.contextmanager
-    def forward() -> Iterator[None]:
-        draws = _SCOPE.draws
-        entry.append(None if draws is None else dict(draws))
-        yield
-
-    @contextlib.contextmanager
-    def recompute() -> Iterator[None]:
-        previous = _SCOPE.draws
-        _SCOPE.draws = None if entry[0] is None else dict(entry[0])
-        try:
-            yield
-        finally:
-            _SCOPE.draws = previous
-
-    return forward(), recompute()
 
 
 def default_blocks(bnn: nn.Module) -> Tuple[type, ...]:

@@ -27,7 +27,6 @@ import datetime
 import os
 import sys
 import tempfile
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
