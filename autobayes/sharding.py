@@ -69,8 +69,9 @@ def shard(bnn: nn.Module, blocks: Optional[Iterable[type]] = None, activation_ch
         activation_checkpointing: recompute each block's activations in the backward pass instead of keeping
             them (:func:`checkpoint_blocks`); the recomputation draws the same weights and noise.
         mesh: the ``DeviceMesh`` (default: every rank, one dimension).
-        **fsdp_kwargs: passed to ``fully_shard``: ``mp_policy=MixedPrecisionPolicy(...)``,
-            ``offload_policy=CPUOffloadPolicy()``, ``reshard_after_forward=...``.
+        **fsdp_kwargs: passed to ``fully_shard`` for every unit: ``mp_policy=MixedPrecisionPolicy(...)`` (the KL
+            is still computed in float32), ``offload_policy=CPUOffloadPolicy()`` (pins host memory: CUDA only),
+            ``reshard_after_forward=...``.
 
     Returns:
         ``bnn`` itself, sharded (an ``FSDPModule``).

@@ -328,3 +328,25 @@ def test_train_fsdp_with_activation_checkpointing_end_to_end(sharded_run):
         torch.testing.assert_close(restored.state_dict()[name], value, rtol=0, atol=0, msg=name)
     with pytest.raises(autobayes.ConfigError, match="nproc=2"):
         autobayes.train("fcnet", "digits", epochs=1, fsdp=True, progress=False)
+
+
+def test_mixed_precision_policy_passes_through(tmp_path):
+    # fully_shard's options reach every unit: bf16 parameters in the forward, the KL still float32 (kl_of), the
+    # sharded parameters and their gradients float32. One process (a group of one). CPUOffloadPolicy pins host
+    # memory, which needs CUDA: not testable here.
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=PG_TIMEOUT))
+    try:
+        bnn = fresh("fx")
+        sharding.shard(bnn, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
+        ids, targets = tokens(4, 0)
+        out, kl = bnn(ids)
+        assert out.dtype == torch.bfloat16 and kl.dtype == torch.float32
+        elbo(bnn, ids, targets, NUM_DATA).backward()
+        grads = [p.grad for p in bnn.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 for g in grads)
+        assert all(p.dtype == torch.float32 for p in bnn.parameters())
+    finally:
+        dist.destroy_process_group()
