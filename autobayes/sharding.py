@@ -65,7 +65,8 @@ def shard(bnn: nn.Module, blocks: Optional[Iterable[type]] = None, activation_ch
         bnn: a model returned by :func:`autobayes.bayesify`, converted by any route.
         blocks: the module types sharded one unit each (the classes the deterministic model was built from).
             Default: :func:`default_blocks` (a ``transformers`` model's ``_no_split_modules``, else the children
-            of its ``nn.ModuleList`` s).
+            of its ``nn.ModuleList`` / ``nn.Sequential`` containers that hold Bayesian layers, else each Bayesian
+            layer). Nested blocks are sharded first; each block adds the KL of the layers no inner block counted.
         activation_checkpointing: recompute each block's activations in the backward pass instead of keeping
             them (:func:`checkpoint_blocks`); the recomputation draws the same weights and noise.
         mesh: the ``DeviceMesh`` (default: every rank, one dimension).
