@@ -33,8 +33,10 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
+from .sharding import checkpoint_blocks, checkpoint_context, full_state_dict, shard  # FSDP2: see autobayes.sharding
 
-__all__ = ["DistContext", "setup", "launch", "env_world_size", "noise_seed"]
+__all__ = ["DistContext", "setup", "launch", "env_world_size", "noise_seed", "shard", "checkpoint_blocks",
+           "checkpoint_context", "full_state_dict"]
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

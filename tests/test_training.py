@@ -128,14 +128,15 @@ def test_errors_say_what_to_do(tmp_path):
         train("fcnet", "breast_cancer", model_kwargs={"num_classes": 3}, progress=False)
 
 
-#: ``train``'s signature as of 0.1.0 (before training/ became a package): ``(name, default)``, positional first.
+#: ``train``'s signature as of 0.1.0 (before training/ became a package), plus ``fsdp`` and
+#: ``activation_checkpointing`` (issue 22, appended): ``(name, default)``, positional first.
 TRAIN_SIGNATURE = [
     ("model", None), ("data", "digits"), ("epochs", 30), ("batch_size", 64), ("lr", 3e-3), ("optimizer", "adam"),
     ("weight_decay", 0.0), ("lr_schedule", "none"), ("beta", "none"), ("beta_kwargs", None), ("n_test", 20),
     ("device", "cpu"), ("gpus", 1), ("seed", 0), ("out_dir", None), ("resume", False), ("overwrite", False),
     ("model_kwargs", None), ("data_root", None), ("val_fraction", 0.2), ("augment", False), ("image_size", None),
     ("download", False), ("variance", "learned"), ("num_workers", 0), ("progress", True), ("config", None),
-    ("nproc", 1), ("amp", "none"), ("torch_compile", False),
+    ("nproc", 1), ("amp", "none"), ("torch_compile", False), ("fsdp", False), ("activation_checkpointing", False),
 ]
 
 

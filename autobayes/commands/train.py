@@ -34,6 +34,8 @@ examples:
 
   # data-parallel: 2 processes on this machine (gloo on the CPU; on CUDA, nccl and one GPU per process)
   autobayes train --nproc 2 --out runs/ddp
+  # sharded (FSDP2, per block): each process holds 1/N of the model; activations recomputed in the backward pass
+  autobayes train --nproc 2 --fsdp --activation-checkpointing --out runs/fsdp
   # several nodes: torchrun starts the processes (every rank runs the same command; only rank 0 writes)
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
       -m autobayes train --data cifar10 --arch preact_resnet18 --device cuda --amp bf16 --out runs/cifar
@@ -110,6 +112,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_.add_argument("--nproc", type=int, default=1, metavar="N",
                       help="data-parallel processes on this machine (DistributedDataParallel: gloo on the CPU, nccl "
                       "on CUDA, one GPU each); --batch-size is per process. Under torchrun leave it out")
+    run_.add_argument("--fsdp", action="store_true",
+                      help="shard the model over the --nproc processes (FSDP2, per block) instead of replicating it")
+    run_.add_argument("--activation-checkpointing", action="store_true",
+                      help="recompute the blocks' activations in the backward pass (same weight and noise draws)")
     run_.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
                       help="mixed-precision training (autocast; fp16 with a GradScaler); the KL stays float32")
     run_.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
@@ -211,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, val_fraction=args.val_fraction, augment=args.augment, image_size=args.image_size,
         download=args.download, variance=_variance(args.variance), num_workers=args.workers,
         progress=not args.no_progress, config=config, nproc=args.nproc, amp=args.amp,
-        torch_compile=args.compile, **bayes_options,
+        torch_compile=args.compile, fsdp=args.fsdp, activation_checkpointing=args.activation_checkpointing,
+        **bayes_options,
     )
     elapsed = time.perf_counter() - start
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports

@@ -32,7 +32,9 @@ from torch import nn
 
 from ..config import BayesConfig
 from ..nn.parameter import shared_draws
-from .runtime import BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, total_kl
+from ..kl.fused import sum_kl
+from .runtime import (BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, block_kls,
+                      total_kl)
 
 __all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS",
            "ROOT_MIXINS"]
@@ -99,15 +101,18 @@ class _FXRoot:
 
 class _SwapRoot:
     """Root mixin of a model converted in swap mode: the original forward, plus the KL of the Bayesian layers
-    it called (marked by forward pre-hooks, see :func:`autobayes.fx.swap.make_swap_root`), each counted once."""
+    it called (marked by forward pre-hooks, see :func:`autobayes.fx.swap.make_swap_root`), each counted once.
+    Blocks sharded by :func:`autobayes.distributed.shard` add the KL of their own units themselves (computed in
+    their forward, while their parameters are gathered) and clear those units' marks."""
 
     def forward(self, *args: Any, **kwargs: Any) -> BayesOutput:
         units = [m for m in self.modules() if USED in m.__dict__]
         for m in units:
             m.__dict__[USED] = False
-        with shared_draws():  # every read of a posterior in this forward (a tied weight's too) is one draw
+        with shared_draws(), block_kls() as blocks:  # every read of a posterior in this forward is one draw
             output = super().forward(*args, **kwargs)
-        return BayesOutput(output, total_kl(*[m for m in units if m.__dict__[USED]]))
+        kl = total_kl(*[m for m in units if m.__dict__[USED]])
+        return BayesOutput(output, sum_kl(kl, *blocks) if blocks else kl)
 
     def __getstate__(self) -> Dict[str, Any]:
         return strip_state(super().__getstate__())

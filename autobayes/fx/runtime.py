@@ -13,7 +13,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple
+import threading
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,9 @@ __all__ = [
     "total_kl",
     "sum_kl",
     "kl_disabled",
+    "block_kls",
+    "add_block_kl",
+    "collecting_block_kls",
     "KL_DISABLED",
     "USED",
     "FORWARD_CODE",
@@ -153,3 +157,44 @@ def kl_disabled(bnn: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, value in zip(modules, previous):
             m.__dict__[KL_DISABLED] = value
+
+
+class _BlockKLs(threading.local):
+    def __init__(self) -> None:
+        self.kls: Optional[List[Tensor]] = None  # the KLs the blocks of the current forward computed
+
+
+_BLOCKS = _BlockKLs()
+
+
+@contextlib.contextmanager
+def block_kls() -> Iterator[List[Tensor]]:
+    """Inside the block, :func:`add_block_kl` collects the KL each sharded block computed in its own forward
+    (:mod:`autobayes.sharding`); the swap-mode root adds them to the KL of the units it read itself. Nested
+    blocks share the outermost list. Per thread.
+
+    Example:
+        >>> with block_kls() as kls:
+        ...     add_block_kl(torch.tensor(1.0))
+        >>> kls
+        [tensor(1.)]
+    """
+    if _BLOCKS.kls is not None:
+        yield _BLOCKS.kls
+        return
+    _BLOCKS.kls = []
+    try:
+        yield _BLOCKS.kls
+    finally:
+        _BLOCKS.kls = None
+
+
+def collecting_block_kls() -> bool:
+    """Whether a :func:`block_kls` is open: not for a block called on its own, nor for one recomputed by activation
+    checkpointing in the backward pass."""
+    return _BLOCKS.kls is not None
+
+
+def add_block_kl(kl: Tensor) -> None:
+    """Hand a block's KL to the enclosing :func:`block_kls` (see :func:`collecting_block_kls`)."""
+    _BLOCKS.kls.append(kl)

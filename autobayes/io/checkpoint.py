@@ -127,6 +127,18 @@ def _unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
+def _plain_state(bnn: nn.Module) -> Dict[str, torch.Tensor]:
+    """``bnn.state_dict()``, refused when it holds shards (DTensors) of a model sharded by FSDP."""
+    state = bnn.state_dict()
+    sharded = next((k for k, v in state.items() if type(v).__name__ == "DTensor"), None)
+    if sharded is not None:
+        raise CheckpointError(
+            f"{type(bnn).__name__} is sharded ({sharded!r} is a DTensor): gather it on every rank, then save on "
+            f"rank 0: state = autobayes.distributed.full_state_dict(bnn); autobayes.save(bnn, path, state_dict=state)"
+        )
+    return state
+
+
 def _json_ok(value: Any) -> bool:
     try:
         json.dumps(value)
@@ -142,6 +154,7 @@ def save(
     metadata: Optional[Mapping[str, Any]] = None,
     arch: Optional[Mapping[str, Any]] = None,
     overwrite: bool = True,
+    state_dict: Optional[Mapping[str, torch.Tensor]] = None,
 ) -> Path:
     """Save a Bayesian network as one self-describing safetensors file (see the module docstring).
 
@@ -157,6 +170,8 @@ def save(
             {"width": 64}}``).
         overwrite: replace an existing file (default, as ``torch.save``); ``False`` raises
             :class:`OutputExistsError` instead.
+        state_dict: the tensors to save instead of ``bnn.state_dict()``: the full state dict of a sharded model,
+            gathered on every rank by :func:`autobayes.distributed.full_state_dict` (then saved on rank 0).
 
     Returns:
         The path written.
@@ -181,7 +196,7 @@ def save(
     config_dict = config.to_dict()
     from ..fx.runtime import kl_units
 
-    state = bnn.state_dict()
+    state = _plain_state(bnn) if state_dict is None else dict(state_dict)
     tied = tied_tensors(state)
 
     layers = list(kl_units(bnn))

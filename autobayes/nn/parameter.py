@@ -6,7 +6,7 @@ import contextlib
 import functools
 import math
 import threading
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 
-__all__ = ["BayesParameter", "cached_scales", "shared_draws", "current_draws", "seeded_draws", "seeded_rng", "spawn_seeds",
-           "initial_log_var"]
+__all__ = ["BayesParameter", "cached_scales", "shared_draws", "current_draws", "checkpoint_context", "seeded_draws",
+           "seeded_rng", "spawn_seeds", "initial_log_var"]
 
 _MIN_SCALE = 1e-8
 #: The default range of the log of a tensor's total initial posterior variance (see :func:`initial_log_var`).
@@ -238,6 +238,39 @@ def current_draws() -> Optional[Dict[int, Tensor]]:
     """The draws of the :func:`shared_draws` block this thread is in (``id(parameter) -> draw``; a subclass may
     keep other per-forward values under keys of its own), or ``None`` outside any block."""
     return _SCOPE.draws
+
+
+def checkpoint_context() -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """The ``context_fn`` of a non-reentrant ``torch.utils.checkpoint`` region inside a converted model: the
+    recomputation sees the forward's draws (:func:`shared_draws`) as they were when the region was entered, so it
+    draws what the forward drew (torch restores the generator state; see :mod:`autobayes.sharding`).
+
+    Regions written without it recompute correctly when each posterior they read is read once per forward and
+    first read inside the region (torch restores the generator); with it, also when it is read several times or
+    read before the region (a tied weight).
+
+    Example:
+        >>> from torch.utils.checkpoint import checkpoint
+        >>> y = checkpoint(self.block, x, use_reentrant=False, context_fn=autobayes.distributed.checkpoint_context)
+    """
+    entry: List[Optional[dict]] = []
+
+    @contextlib.contextmanager
+    def forward() -> Iterator[None]:
+        draws = _SCOPE.draws
+        entry.append(None if draws is None else dict(draws))
+        yield
+
+    @contextlib.contextmanager
+    def recompute() -> Iterator[None]:
+        previous = _SCOPE.draws
+        _SCOPE.draws = None if entry[0] is None else dict(entry[0])
+        try:
+            yield
+        finally:
+            _SCOPE.draws = previous
+
+    return forward(), recompute()
 
 
 @contextlib.contextmanager

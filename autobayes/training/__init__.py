@@ -47,6 +47,13 @@ set, on the unwrapped model) and its row is broadcast. Only rank 0 prints, logs 
 with ``find_unused_parameters=False``: every Bayesian parameter enters the KL, so every parameter gets a gradient
 unless the network itself leaves a layer unused in training.
 
+**Sharded** (``fsdp=True``, ``autobayes train --nproc N --fsdp``): FSDP2 instead of DDP
+(:func:`autobayes.distributed.shard`, :mod:`.sharded`): each rank holds ``1/N`` of the parameters, gradients and
+optimiser state, the gradient relation above is unchanged, every rank runs the validation forward (a sharded
+forward is a collective; rank 0's row is kept), checkpoints are gathered on every rank and written by rank 0, and
+no resume file is written. ``activation_checkpointing=True`` recomputes the blocks' activations in the backward
+pass with the same weight and noise draws (with or without ``fsdp``).
+
 **Mixed precision** (``amp="bf16"`` / ``"fp16"``): the forward and the loss run under ``torch.autocast`` (fp16
 with a ``GradScaler``); the KL is always computed in float32 (autocast is switched off around each layer's KL).
 ``torch_compile=True`` (or a backend name) wraps the network in ``torch.compile``.
@@ -55,7 +62,8 @@ Where things are: :mod:`.api` (``train``: checks the options as a :class:`TrainS
 starts the processes), :mod:`.loop` (the run and the epoch), :mod:`.model` (the network, checked against the
 data), :mod:`.optim` (optimiser, KL schedule, the mixed-precision step), :mod:`.validation`, :mod:`.logs`
 (``log.csv``, the epoch line, the KL-term warning), :mod:`.checkpoints` (the run folder and its checkpoints),
-:mod:`.resume` (seeding, ``last.resume.pt``), :mod:`.result` (:class:`TrainResult`).
+:mod:`.resume` (seeding, ``last.resume.pt``), :mod:`.sharded` (``fsdp`` / ``activation_checkpointing``),
+:mod:`.result` (:class:`TrainResult`).
 """
 
 from .api import train

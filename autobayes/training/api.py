@@ -53,6 +53,8 @@ def train(
     nproc: int = 1,
     amp: str = "none",
     torch_compile: Union[bool, str] = False,
+    fsdp: bool = False,
+    activation_checkpointing: bool = False,
     **bayes_options: Any,
 ) -> TrainResult:
     """Train a Bayesian network by variational inference (the ELBO of :mod:`autobayes.losses`).
@@ -98,6 +100,10 @@ def train(
             The arguments must pickle (the processes are spawned).
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``: autocast training (the KL stays float32).
         torch_compile: ``True`` (default backend) or a ``torch.compile`` backend name, e.g. ``"aot_eager"``.
+        fsdp: with ``nproc`` > 1 (or under ``torchrun``), shard the model over the processes with FSDP2
+            (:func:`autobayes.distributed.shard`) instead of replicating it (DDP); no resume file is written.
+        activation_checkpointing: recompute the blocks' activations in the backward pass
+            (:func:`autobayes.distributed.checkpoint_blocks`), with the same weight and noise draws.
         **bayes_options: ``bayesify`` options, e.g. ``posterior="gaussian"``, ``n_mc=100``, ``kl="repar"``,
             ``prior_scale=0.1``, ``init_scale=1e-3``, ``exclude=["conv1"]``; a filter that converts no layer is
             an error unless ``allow_deterministic=True``.

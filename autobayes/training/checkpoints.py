@@ -61,14 +61,16 @@ def checkpoint_arch(bnn: nn.Module) -> Optional[Dict[str, Any]]:
         return None
 
 
-def save_checkpoint(bnn: nn.Module, path: Path, metadata: Dict[str, Any], arch: Optional[Dict[str, Any]]) -> None:
+def save_checkpoint(bnn: nn.Module, path: Path, metadata: Dict[str, Any], arch: Optional[Dict[str, Any]],
+                    state: Optional[Dict[str, Any]] = None) -> None:
     """:func:`autobayes.save` with ``metadata`` and the spec :func:`checkpoint_arch` gave; with none, the
-    network's tensors alone (safetensors, the metadata under ``"autobayes_train"``), written atomically."""
+    network's tensors alone (safetensors, the metadata under ``"autobayes_train"``), written atomically.
+    ``state``: the tensors to write instead of ``bnn.state_dict()`` (gathered from a sharded model)."""
     if arch is not None:
-        save(bnn, path, metadata=metadata, arch=arch)
+        save(bnn, path, metadata=metadata, arch=arch, state_dict=state)
         return
     from safetensors.torch import save_file
 
     with atomic_output(path, overwrite=True) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in bnn.state_dict().items()}, str(tmp),
+        save_file({k: v.detach().contiguous().cpu() for k, v in (state or bnn.state_dict()).items()}, str(tmp),
                   metadata={"autobayes_train": json.dumps(metadata)})

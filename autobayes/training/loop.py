@@ -25,6 +25,7 @@ from .optim import Stepper, beta_schedule, make_optimizer
 from .result import TrainResult
 from .resume import RESUME_FILE, epoch_seed, load_resume, save_resume, seed_everything
 from .settings import TrainSettings
+from .sharded import gathered_state, prepare, unsharded_copy
 from .validation import noise_variance, validate
 
 __all__ = ["run", "train_epoch"]
@@ -58,6 +59,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
     bnn = bayesian_model(model, info, dict(s.model_kwargs or {}), s.config, s.bayes_options).to(device)
     if isinstance(model, nn.Module):  # sized by someone else (e.g. a checkpoint): does it fit this data?
         check_fits(bnn, info, train_set, device)
+    prepare(bnn, ctx, s.fsdp, s.activation_checkpointing, s.resume)
 
     num_data = len(train_set)  # N of the ELBO: the whole training set, on every rank
     criterion = (CategoricalELBO(num_data) if info.task == "classification"
@@ -95,7 +97,9 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
         out_path.mkdir(parents=True, exist_ok=True)
         write_log(out_path / "log.csv", [])
 
-    if ctx.active:
+    if s.fsdp:
+        net = bnn  # sharded in place (sharded.prepare)
+    elif ctx.active:
         from torch.nn.parallel import DistributedDataParallel
 
         # after the resume state is loaded: DDP broadcasts rank 0's parameters and buffers here
@@ -103,6 +107,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
     else:
         net = nn.DataParallel(bnn, device_ids=list(range(s.gpus))) if s.gpus > 1 and device.type == "cuda" else bnn
     val_net = bnn if ctx.active else net  # validation: rank 0 alone, on the unwrapped model under DDP
+    validating = ctx.is_main or s.fsdp  # a sharded forward is a collective: every rank runs it
     if s.torch_compile:
         net = torch.compile(net, **({} if s.torch_compile is True else {"backend": s.torch_compile}))
     step = Stepper(device, s.amp, ctx, criterion)
@@ -115,7 +120,7 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
             sampler.set_epoch(epoch)
             torch.manual_seed(distributed.noise_seed(s.seed, epoch, ctx.rank))
         row = train_epoch(net, bnn, criterion, opt, train_loader, schedule, epoch, s.epochs, info, s.progress, step)
-        if ctx.is_main:  # validation on rank 0, on the unwrapped model; the others wait for its row
+        if validating:  # validation on rank 0, on the unwrapped model; the others wait for its row
             with step.autocast():
                 row.update(validate(val_net, bnn, criterion, val_loader, s.n_test, device, info))
         row = ctx.broadcast(row)
@@ -135,16 +140,25 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
             tqdm.write(epoch_line(row, info))
         if ctx.is_main and not chance_warned:
             chance_warned = warn_if_no_better_than_chance(history, chance, info.task)
+        state = gathered_state(bnn, s.fsdp) if out_path is not None else None
         if out_path is not None and ctx.is_main:
             write_log(out_path / "log.csv", history)  # the whole log, atomically: never a torn row
             meta = {"epoch": epoch + 1, "dataset": info.to_dict(), "metrics": json_row(row)}
             if info.task == "regression":  # `autobayes evaluate` / `predict` add this noise to the predictive
                 meta["likelihood"] = {"variance": criterion.mode, "noise_variance": noise_variance(criterion)}
-            save_checkpoint(bnn, out_path / "last.safetensors", meta, arch)
+            save_checkpoint(bnn, out_path / "last.safetensors", meta, arch, state)
             if improved:
-                save_checkpoint(bnn, out_path / "best.safetensors", meta, arch)
-            save_resume(out_path / RESUME_FILE, bnn, opt, criterion, sched, epoch + 1, history, best_epoch, best_nll)
+                save_checkpoint(bnn, out_path / "best.safetensors", meta, arch, state)
+            if not s.fsdp:
+                save_resume(out_path / RESUME_FILE, bnn, opt, criterion, sched, epoch + 1, history, best_epoch,
+                            best_nll)
     ctx.barrier()  # no rank leaves (and tears the group down) while rank 0 still writes
+    if s.fsdp:  # rank 0 returns an unsharded model holding the gathered parameters
+        state = gathered_state(bnn, True)
+        bnn = unsharded_copy(lambda: bayesian_model(model, info, dict(s.model_kwargs or {}), s.config,
+                                                    s.bayes_options), state) if ctx.is_main else None
+        if bnn is None:
+            return TrainResult(None, history, info, best_epoch, out_path, criterion)
     bnn.eval()
     return TrainResult(bnn, history, info, best_epoch, out_path, criterion)
 

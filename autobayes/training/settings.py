@@ -74,6 +74,8 @@ class TrainSettings:
     nproc: int = 1
     amp: str = "none"
     torch_compile: Union[bool, str] = False
+    fsdp: bool = False
+    activation_checkpointing: bool = False
     bayes_options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
