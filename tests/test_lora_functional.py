@@ -1,4 +1,5 @@
-"""LoRA on weights a forward reads itself (``bayesify(model, adapter="lora")``): a weight parametrization.
+"""LoRA on weights a forward reads itself (``bayesify(model, adapter="lora")``, on the fx, swap and export
+routes): a weight parametrization.
 
 A user module calling ``F.linear(x, self.weight)`` (found by the recording run on ``example_inputs``), an
 ``nn.MultiheadAttention`` (its ``in_proj_weight`` and its ``out_proj``, both read by its own forward) and a
@@ -89,12 +90,12 @@ def set_b(bnn, seed: int = 2) -> dict:
     return deltas
 
 
-@pytest.mark.parametrize("mode", ["auto", "swap"])
+@pytest.mark.parametrize("mode", ["fx", "swap", "export"])
 def test_weights_read_functionally_are_adapted(mode):
     model = make_net()
     bnn = autobayes.bayesify(model, adapter="lora", rank=2, alpha=4, mode=mode, example_inputs=(X,),
                              posterior="gaussian")
-    assert sorted(adapted(bnn)) == WEIGHTS
+    assert bnn.bayes_report.mode == mode and sorted(adapted(bnn)) == WEIGHTS
     assert not any(isinstance(m, autobayes.LoRALinear) for n, m in bnn.named_modules() if n != "head")
     assert isinstance(bnn.head, autobayes.LoRALinear)  # a plain nn.Linear is still wrapped
     report = bnn.bayes_report
