@@ -135,7 +135,7 @@ def bayesify(
 
     net = model if inplace else copy.deepcopy(model)
     report = ConversionReport(model=type(model).__name__, mode=mode, n_params_total=sum(p.numel() for p in model.parameters()))
-    plan = plan_adapters(net, cfg, spec, allow_deterministic)  # adapters only: a config naming their matrices
+    plan = plan_adapters(net, cfg, spec, allow_deterministic, inputs)  # adapters only: a config naming their matrices
     convert_cfg = cfg if plan is None else plan.config
 
     graphs = None

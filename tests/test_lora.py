@@ -308,13 +308,27 @@ def test_adapter_on_a_non_linear_layer():
         autobayes.bayesify(TinyTransformer(), adapter="lora", layer_types=["Conv2d"])
 
 
-def test_linear_read_by_its_torch_nn_parent_gets_no_adapter():
-    model = nn.Sequential(nn.Linear(8, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True))
-    with pytest.raises(ConfigError, match=r"no linear layer.*'1.self_attn.out_proj', sit inside torch.nn modules"):
-        autobayes.bayesify(model, adapter="lora", include=["1.*"])
-    bnn = autobayes.bayesify(model, adapter="lora", rank=2)
-    assert [r.name for r in bnn.bayes_report.converted] == ["0.lora_A", "0.lora_B"]
-    assert "reads this layer's weights itself" in bnn.bayes_report.get("1.linear1").reason
+def test_linear_read_by_its_torch_nn_parent_gets_a_weight_parametrization():
+    """nn.TransformerEncoderLayer reads its layers' weights itself (its eval fast path, nn.MultiheadAttention's
+    in_proj_weight / out_proj): those weights get a LoRA parametrization (see tests/test_lora_functional.py), which
+    every read goes through, fast path included; merge_adapters folds it (float rounding only: atol 1e-5)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)).eval()
+    bnn = autobayes.bayesify(model, adapter="lora", rank=2, include=["1.*"])
+    deltas = {n: m for n, m in bnn.named_modules() if isinstance(m, autobayes.adapters.parametrized.LoRADelta)}
+    assert sorted(deltas) == sorted(f"1.{w}.parametrizations.{a}.0" for w, a in (
+        ("linear1", "weight"), ("linear2", "weight"), ("self_attn", "in_proj_weight"),
+        ("self_attn.out_proj", "weight")))
+    assert "reads this layer's weights itself" not in str(bnn.bayes_report)
+    x = torch.randn(3, 5, 8)
+    with torch.no_grad(), autobayes.use_mean(bnn):
+        torch.testing.assert_close(bnn(x).output, model(x), atol=0, rtol=0)  # B = 0: the pretrained model
+        for delta in deltas.values():
+            delta.lora_B_posterior.mu.normal_()
+        out = bnn(x).output
+    assert (out - model(x)).abs().max() > 1e-2
+    with torch.no_grad():
+        torch.testing.assert_close(autobayes.merge_adapters(bnn).eval()(x), out, atol=1e-5, rtol=0)
 
 
 def test_bad_adapter_arguments():

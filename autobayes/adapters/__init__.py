@@ -2,6 +2,8 @@
 
 * :mod:`~autobayes.adapters.lora`: autobayes' own adapters, :class:`LoRALinear` (``bayesify(model,
   adapter="lora", rank=8, alpha=16, include=[...])``);
+* :mod:`~autobayes.adapters.parametrized`: :class:`LoRADelta`, the same update on a weight a forward reads itself
+  (``nn.MultiheadAttention``'s ``in_proj_weight``, ``F.linear(x, self.weight)``), as a weight parametrization;
 * :mod:`~autobayes.adapters.peft`: models PEFT has wrapped (``bayesify(peft_model)``; PEFT stays optional);
 * :mod:`~autobayes.adapters.plan`: how :func:`autobayes.bayesify` restricts the conversion to the adapters;
 * :mod:`~autobayes.adapters.merge`: :func:`merge_adapters`, the deterministic model at the posterior mean.

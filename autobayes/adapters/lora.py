@@ -10,6 +10,8 @@ The linear layers are ``nn.Linear`` (and its subclasses) and the modules of othe
 affine map of their input through a weight they read functionally, listed in :data:`LINEAR_CLASSES`:
 transformers' ``Conv1D`` (GPT-2's matrices, weight stored transposed as ``(in, out)``), which swap mode and the
 capture route already convert as a weight fed to ``torch.addmm`` (:data:`autobayes.fx.convert.FUNCTIONAL_WEIGHT_CLASSES`).
+A layer whose forward is not that affine map, or whose weight another module reads (``nn.MultiheadAttention``'s
+``out_proj``), gets the update on its weight instead (:mod:`autobayes.adapters.parametrized`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 
 from ..config import BayesConfig
 from ..errors import ConfigError
-from ..fx.convert import FUNCTIONAL_WEIGHT_CLASSES
+from ..fx.convert import FUNCTIONAL_WEIGHT_CLASSES, functional_weights
 from ..fx.derive import base_class
 
 __all__ = ["LoRALinear", "LINEAR_CLASSES", "linear_shape", "add_lora", "lora_candidates", "check_rank"]
@@ -128,19 +130,26 @@ def check_rank(rank: object) -> int:
     return rank
 
 
-def lora_candidates(model: nn.Module, config: BayesConfig, inside_torch: dict
-                    ) -> Tuple[List[Tuple[str, nn.Module]], List[Tuple[str, str, str]]]:
-    """The linear layers of ``model`` (:func:`linear_shape`) that get an adapter, and ``(name, type, reason)`` of
-    the others.
+def lora_candidates(model: nn.Module, config: BayesConfig, inside_torch: dict, found: Optional[dict] = None
+                    ) -> Tuple[List[Tuple[str, nn.Module]], List[Tuple[str, nn.Module, Tuple[str, ...]]],
+                               List[Tuple[str, str, str]]]:
+    """The layers of ``model`` that get an adapter: ``(wrapped, parametrized, others)``.
+
+    ``wrapped``: the linear layers (:func:`linear_shape`) whose forward is the affine map itself, wrapped in a
+    :class:`LoRALinear`. ``parametrized``: ``(name, module, weight names)`` of the 2-d weights a forward reads
+    itself, adapted by a weight parametrization (:mod:`autobayes.adapters.parametrized`): those of the modules in
+    :func:`autobayes.fx.convert.functional_weights`' tables (``nn.MultiheadAttention``'s ``in_proj_weight``),
+    of a linear layer inside a ``torch.nn`` module that reads it (``inside_torch``: module name -> that parent;
+    ``nn.MultiheadAttention``'s ``out_proj``), of a ``Linear`` subclass with its own forward, and ``found``
+    (``{module name: parameter names}`` a recording run saw fed to a weight op). ``others``: ``(name, type,
+    reason)`` of the rest.
 
     ``config``'s ``layer_types`` / ``include`` / ``exclude`` / ``filter_fn`` / ``overrides`` select them by their
-    own names (:meth:`BayesConfig.resolve_layer`). ``inside_torch`` maps a module name to the ``torch.nn``
-    module holding it (``nn.MultiheadAttention``'s ``out_proj``): such a parent reads its layers' weights
-    itself, so a wrapper there would be bypassed and the layer gets none.
+    own names (:meth:`BayesConfig.resolve_layer`; a weight read functionally counts as ``nn.Linear``).
 
     Raises:
         ConfigError: ``layer_types`` names a type other than ``nn.Linear`` (or ``Conv1D``), or ``include`` names a
-            layer that is not linear (LoRA adapters go on linear layers only).
+            layer with no weight LoRA adapts.
     """
     if config.layer_types is not None:
         others = [getattr(t, "__name__", t) for t in config.layer_types
@@ -150,32 +159,52 @@ def lora_candidates(model: nn.Module, config: BayesConfig, inside_torch: dict
             raise ConfigError(f"adapter='lora' adds adapters to linear layers only (nn.Linear, transformers' "
                               f"Conv1D); layer_types={others} names other types. Use layer_types=['Linear'] (or "
                               f"leave it out) and select layers with include=[...]")
-    chosen: List[Tuple[str, nn.Module]] = []
+    wrapped: List[Tuple[str, nn.Module]] = []
+    parametrized: List[Tuple[str, nn.Module, Tuple[str, ...]]] = []
     others: List[Tuple[str, str, str]] = []
     for name, module in model.named_modules():
         exact = name in (config.include or ())
-        if linear_shape(module) is None:
+        wrap = linear_shape(module) is not None and name not in inside_torch and _affine_forward(module)
+        weights, skipped = ((), ()) if wrap else _read_weights(name, module, found or {})
+        for attr, dim in skipped:
+            why = f"no adapter for its {dim}-d weight {attr!r} (a convolution's): LoRA adapts 2-d weights only"
+            others.append((name, type(module).__name__, why))
+        if not wrap and not weights:
             if exact and _has_weights(module):
                 raise ConfigError(
                     f"include names {name!r}, a {type(module).__name__}: adapter='lora' adds adapters to nn.Linear "
-                    f"layers only (and transformers' Conv1D). Name its linear layers instead (see "
-                    f"print(autobayes.inspect_model(model))), or make it Bayesian without adapters: "
-                    f"bayesify(model, include=[{name!r}])")
+                    f"layers only (and transformers' Conv1D, or 2-d weights a forward reads itself). Name its "
+                    f"linear layers instead (see print(autobayes.inspect_model(model))), or make it Bayesian "
+                    f"without adapters: bayesify(model, include=[{name!r}])")
             continue
         if name == "":
-            raise ConfigError("the model itself is a linear layer: wrap it in a module (nn.Sequential(layer)) to "
-                              "give it an adapter")
-        parent = inside_torch.get(name)
-        if parent is not None:
-            others.append((name, type(module).__name__, f"no adapter: inside {parent!r}, a torch.nn module that "
-                                                        f"reads this layer's weights itself"))
-            continue
+            raise ConfigError("the model itself is a linear layer (or reads its own weight): wrap it in a module "
+                              "(nn.Sequential(layer)) to give it an adapter")
         resolved, reason = config.resolve_layer(name, module, as_type=nn.Linear)
         if resolved is None:
             others.append((name, type(module).__name__, f"no adapter ({reason}): frozen, deterministic"))
+        elif wrap:
+            wrapped.append((name, module))
         else:
-            chosen.append((name, module))
-    return chosen, others
+            parametrized.append((name, module, weights))
+    return wrapped, parametrized, others
+
+
+def _affine_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s forward is its class's affine map (not a ``Linear`` subclass's own forward)."""
+    return not isinstance(module, nn.Linear) or base_class(module).forward is nn.Linear.forward
+
+
+def _read_weights(name: str, module: nn.Module, found: dict) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, int], ...]]:
+    """The 2-d weights of ``module`` a forward reads itself, and ``(name, dim)`` of the others (convolutions')."""
+    if linear_shape(module) is not None:
+        names: Tuple[str, ...] = ("weight",)
+    else:
+        names = tuple(found.get(name, ())) or functional_weights(module) or ()
+    params = {n: module._parameters.get(n) for n in names}
+    params = {n: p for n, p in params.items() if isinstance(p, nn.Parameter)}
+    return (tuple(n for n, p in params.items() if p.dim() == 2),
+            tuple((n, p.dim()) for n, p in params.items() if p.dim() > 2))
 
 
 def add_lora(model: nn.Module, layers: List[Tuple[str, nn.Module]], rank: int, alpha: float) -> List[str]:

@@ -13,6 +13,7 @@ from ..fx.derive import base_class
 from ..fx.runtime import FORWARD_CODE, FORWARD_FNS, USED
 from ..nn import BayesLayer, BayesParameter
 from .lora import LoRALinear
+from .parametrized import LoRADelta, merge_lora_parametrizations
 from .peft import merge_peft
 
 __all__ = ["merge_adapters"]
@@ -25,8 +26,9 @@ def merge_adapters(bnn: nn.Module) -> nn.Module:
 
     Every adapted layer becomes a plain layer with weight ``W + scaling * B_mu @ A_mu`` (``A_mu`` / ``B_mu``: the
     posterior means of the adapter matrices): for ``bayesify(model, adapter="lora", ...)`` the model's own
-    ``nn.Linear`` again; for a PEFT model, PEFT's ``merge_and_unload()`` of it (the plain base model, e.g. the
-    ``BertForSequenceClassification`` PEFT wrapped). Its outputs equal ``bnn(x).output`` under
+    ``nn.Linear`` again, and each weight parametrization (:class:`~autobayes.adapters.parametrized.LoRADelta`)
+    removed, the weight keeping its adapted value; for a PEFT model, PEFT's ``merge_and_unload()`` of it (the
+    plain base model, e.g. the ``BertForSequenceClassification`` PEFT wrapped). Its outputs equal ``bnn(x).output`` under
     :func:`autobayes.use_mean` (up to float rounding); it returns the plain output (no KL), and every parameter
     is trainable (``requires_grad=True``) as in a freshly built model. ``bnn`` is not modified.
 
@@ -52,6 +54,9 @@ def merge_adapters(bnn: nn.Module) -> nn.Module:
     if info["adapter"] == "lora":
         for layer in [m for m in model.modules() if isinstance(m, LoRALinear)]:
             replace_module(model, layer, layer.merged(_mean_weight(layer.lora_A), _mean_weight(layer.lora_B)))
+        for delta in [m for m in model.modules() if isinstance(m, LoRADelta)]:
+            _plain_attributes(delta)
+        merge_lora_parametrizations(model)
     else:
         for layer in [m for m in model.modules() if isinstance(m, BayesLayer)]:
             replace_module(model, layer, layer.to_deterministic())

@@ -5,7 +5,9 @@ deterministic, never converted):
 
 * ``bayesify(model, adapter="lora", rank=8, alpha=16, include=[...])``: autobayes wraps each selected
   linear layer (``nn.Linear``, transformers' ``Conv1D``) in a :class:`~autobayes.adapters.LoRALinear` (frozen base, ``A: in -> r``, ``B: r -> out``,
-  ``B = 0``) and freezes every other parameter of the model, as PEFT does;
+  ``B = 0``), gives each selected 2-d weight a forward reads itself (``nn.MultiheadAttention``'s
+  ``in_proj_weight``, ``F.linear(x, self.weight)``) a weight parametrization
+  (:class:`~autobayes.adapters.parametrized.LoRADelta`) and freezes every other parameter of the model, as PEFT does;
 * ``bayesify(peft_model)``: a model PEFT has wrapped with LoRA is recognised (``adapter="peft"`` says so
   explicitly); its ``lora_A`` / ``lora_B`` modules become Bayesian, everything else stays as PEFT set it.
 
@@ -27,9 +29,11 @@ from torch import nn
 from ..config import BayesConfig
 from ..errors import ConfigError, UnknownNameError
 from ..fx.report import ConversionReport
+from ..fx.swap import record_functional_weights
 from ..fx.tracer import leaf_ancestors
 from ..registry import did_you_mean
 from .lora import add_lora, check_rank, lora_candidates
+from .parametrized import add_lora_parametrizations
 from .peft import check_peft_layer, peft_lora_layers, peft_matrices
 
 __all__ = ["ADAPTERS", "AdapterSpec", "AdapterPlan", "adapter_spec", "plan_adapters", "conversion_config"]
@@ -99,6 +103,7 @@ class AdapterPlan:
     owners: Dict[str, str] = field(default_factory=dict)  # adapter matrix name -> the layer it adapts
     others: Dict[str, str] = field(default_factory=dict)  # layer name -> why its adapters are not Bayesian
     n_params_total: int = 0
+    weights: Dict[str, str] = field(default_factory=dict)  # LoRADelta name -> the weight it adapts (parametrized)
 
     def finish(self, net: nn.Module, report: ConversionReport) -> None:
         """Record the adapters in ``report`` (reasons, totals, a note) and on ``net`` (``bayes_adapter``)."""
@@ -107,8 +112,11 @@ class AdapterPlan:
         own = self.spec.kind == "lora"
         for record in report.records:
             if record.status == "bayesian" and record.name in self.owners:
-                part = "A" if ".lora_A" in record.name else "B"
-                record.reason = f"LoRA {part} of {self.owners[record.name]!r}"
+                if record.name in self.weights:
+                    record.reason = f"LoRA A and B of {self.weights[record.name]!r} (a weight parametrization)"
+                else:
+                    part = "A" if ".lora_A" in record.name else "B"
+                    record.reason = f"LoRA {part} of {self.owners[record.name]!r}"
             elif record.status == "skipped":
                 if record.name in bases:
                     record.reason = "frozen base weight of the adapted layer (deterministic, requires_grad=False)"
@@ -117,11 +125,11 @@ class AdapterPlan:
                 else:
                     record.reason = ("frozen, deterministic" if own else "deterministic") + " (adapter mode: only " \
                                     "adapter matrices are Bayesian)"
-        layers = sorted(set(self.owners.values()))
+        layers = sorted({o for m, o in self.owners.items() if m not in self.weights} | set(self.weights.values()))
         n_var = sum(r.n_bayes_params for r in report.converted)
         if own:
             head = (f"LoRA adapters (rank {self.spec.rank}, alpha {self.spec.alpha:g}, scaling "
-                    f"{self.spec.alpha / self.spec.rank:g}) added to {len(layers)} linear layer(s)")
+                    f"{self.spec.alpha / self.spec.rank:g}) added to {len(layers)} linear layer(s) or weight(s)")
         else:
             head = f"PEFT LoRA model: the adapters of {len(layers)} layer(s) made Bayesian"
         report.notes.append(
@@ -133,11 +141,14 @@ class AdapterPlan:
 
 
 def plan_adapters(net: nn.Module, config: BayesConfig, spec: Optional[AdapterSpec],
-                  allow_deterministic: bool = False) -> Optional[AdapterPlan]:
+                  allow_deterministic: bool = False, inputs: Optional[Tuple[tuple, Dict[str, Any]]] = None
+                  ) -> Optional[AdapterPlan]:
     """Prepare ``net`` (in place) for a conversion of its adapters only; ``None`` when it has none to convert.
 
-    With ``spec.kind == "lora"`` the selected linear layers (``nn.Linear``, ``Conv1D``) are wrapped in adapters and every parameter
-    of ``net`` is frozen; a model holding PEFT LoRA layers is recognised without ``spec``.
+    With ``spec.kind == "lora"`` the selected linear layers (``nn.Linear``, ``Conv1D``) are wrapped in adapters, the
+    selected weights read functionally (those of :func:`~autobayes.adapters.lora.lora_candidates`; with ``inputs``,
+    ``(args, kwargs)``, also those one run finds fed to a weight op) get a :class:`LoRADelta` parametrization,
+    and every parameter of ``net`` is frozen; a model holding PEFT LoRA layers is recognised without ``spec``.
 
     Raises:
         ConfigError: no layer selected (unless ``allow_deterministic``), ``adapter='lora'`` on a PEFT model,
@@ -155,10 +166,11 @@ def plan_adapters(net: nn.Module, config: BayesConfig, spec: Optional[AdapterSpe
             raise ConfigError(f"adapter='peft': {type(net).__name__} holds no PEFT LoRA layer; wrap it first "
                               f"(peft.get_peft_model(model, peft.LoraConfig(...))) or use adapter='lora'")
         return _plan_peft(net, config, peft_layers, allow_deterministic)
-    return _plan_lora(net, config, spec, allow_deterministic)
+    return _plan_lora(net, config, spec, allow_deterministic, inputs)
 
 
-def _plan_lora(net: nn.Module, config: BayesConfig, spec: AdapterSpec, allow_deterministic: bool) -> AdapterPlan:
+def _plan_lora(net: nn.Module, config: BayesConfig, spec: AdapterSpec, allow_deterministic: bool,
+               inputs: Optional[Tuple[tuple, Dict[str, Any]]]) -> AdapterPlan:
     for where, options in [("", vars(config))] + [(f"overrides[{k!r}]: ", v) for k, v in config.overrides.items() if v]:
         if options.get("moped_delta") is not None:  # B starts at 0: its MOPED std would be the 1e-8 floor for good
             raise ConfigError(f"{where}moped_delta sets the posterior std from trained weights, but the adapters "
@@ -166,17 +178,20 @@ def _plan_lora(net: nn.Module, config: BayesConfig, spec: AdapterSpec, allow_det
         if options.get("prior_loc") == "weights":
             raise ConfigError(f"{where}prior_loc='weights' would centre the adapters' prior on their random start; "
                               f"they are centred at prior_loc=0.0 ('no change of the pretrained weights')")
-    chosen, others = lora_candidates(net, config, leaf_ancestors(net, ()))
-    if not chosen and not allow_deterministic:
-        inside = [n for n, _, why in others if "torch.nn module" in why]
-        note = (f" ({len(inside)} of them, e.g. {inside[0]!r}, sit inside torch.nn modules that read their weights "
-                f"themselves, such as nn.MultiheadAttention: they get no adapter)" if inside else "")
-        raise ConfigError(_nothing_selected(net, config, "linear layer", [n for n, _, _ in others], note))
+    found = record_functional_weights(net, inputs) if inputs is not None else {}
+    chosen, weights, others = lora_candidates(net, config, leaf_ancestors(net, ()), found)
+    if not chosen and not weights and not allow_deterministic:
+        raise ConfigError(_nothing_selected(net, config, "linear layer", [n for n, _, _ in others]))
     net.requires_grad_(False)
     add_lora(net, chosen, spec.rank, spec.alpha)
     owners = {f"{name}.lora_{part}": name for name, _ in chosen for part in "AB"}
-    return AdapterPlan(spec, conversion_config(config, chosen, owners), owners, {n: why for n, _, why in others},
-                       sum(p.numel() for p in net.parameters()))
+    adapted = {}
+    for delta, name, weight in add_lora_parametrizations(net, weights, spec.rank, spec.alpha):
+        owners[delta] = name
+        adapted[delta] = weight
+    layers = chosen + [(name, module) for name, module, _ in weights]
+    return AdapterPlan(spec, conversion_config(config, layers, owners), owners, {n: why for n, _, why in others},
+                       sum(p.numel() for p in net.parameters()), adapted)
 
 
 def _plan_peft(net: nn.Module, config: BayesConfig, layers: List[Tuple[str, nn.Module]],
