@@ -40,7 +40,7 @@ from torch.utils import _pytree as pytree
 
 from .errors import ConfigError
 from .fx.derive import base_class, set_class
-from .fx.runtime import ROOT_MIXIN, USED, add_block_kl, collecting_block_kls, kl_units, total_kl
+from .fx.runtime import ROOT_MIXIN, SHARDED_BLOCKS, USED, add_block_kl, collecting_block_kls, kl_units, total_kl
 from .fx.swap import hook_kl_units
 from .nn import BayesLayer, BayesParameter
 from .nn.parameter import checkpoint_context
@@ -147,6 +147,7 @@ def run_blocks_eagerly(bnn: nn.Module) -> None:
         hook_kl_units(bnn)
     set_class(bnn, root="swap")
     bnn.__dict__.pop("_autobayes_captured", None)  # the capture route's graphs are no longer run
+    bnn.__dict__[SHARDED_BLOCKS] = True  # the root collects the KLs its blocks hand in
 
 
 def full_state_dict(bnn: nn.Module) -> dict:

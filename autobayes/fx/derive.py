@@ -33,8 +33,8 @@ from torch import nn
 from ..config import BayesConfig
 from ..nn.parameter import shared_draws
 from ..kl.fused import sum_kl
-from .runtime import (BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, USED, BayesOutput, block_kls,
-                      total_kl)
+from .runtime import (BASE_CLASS, FORWARD_CODE, FORWARD_FNS, POSTERIOR_ATTRS, ROOT_MIXIN, SHARDED_BLOCKS, USED,
+                      BayesOutput, block_kls, total_kl)
 
 __all__ = ["base_class", "derive_class", "set_class", "new_derived", "strip_state", "compile_forwards", "ROOTS",
            "ROOT_MIXINS"]
@@ -109,8 +109,12 @@ class _SwapRoot:
         units = [m for m in self.modules() if USED in m.__dict__]
         for m in units:
             m.__dict__[USED] = False
-        with shared_draws(), block_kls() as blocks:  # every read of a posterior in this forward is one draw
-            output = super().forward(*args, **kwargs)
+        with shared_draws():  # every read of a posterior in this forward is one draw
+            if self.__dict__.get(SHARDED_BLOCKS):  # blocks hand in their KLs (autobayes.distributed.shard)
+                with block_kls() as blocks:
+                    output = super().forward(*args, **kwargs)
+            else:  # no second context here: torch.compile(fullgraph=True) of a tied model fails on it
+                blocks, output = [], super().forward(*args, **kwargs)
         kl = total_kl(*[m for m in units if m.__dict__[USED]])
         return BayesOutput(output, sum_kl(kl, *blocks) if blocks else kl)
 

@@ -33,6 +33,7 @@ __all__ = [
     "add_block_kl",
     "collecting_block_kls",
     "KL_DISABLED",
+    "SHARDED_BLOCKS",
     "USED",
     "FORWARD_CODE",
     "FORWARD_FNS",
@@ -157,6 +158,10 @@ def kl_disabled(bnn: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, value in zip(modules, previous):
             m.__dict__[KL_DISABLED] = value
+
+
+#: Instance-dict key set on a root whose blocks compute and hand in their own KLs (:func:`block_kls`).
+SHARDED_BLOCKS = "_autobayes_sharded_blocks"
 
 
 class _BlockKLs(threading.local):

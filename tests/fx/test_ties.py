@@ -168,7 +168,8 @@ def test_roberta_tied_bias_gets_a_gradient():
 def test_tied_model_compiles_as_one_graph():
     """The draw scope of a converted forward is visible to torch.compile (no graph break, no failing guard;
     before, a guard on the scope's thread-local attribute failed under fullgraph=True)."""
-    bnn = _convert("swap")
+    torch._dynamo.reset()  # every converted root runs one forward code object: other tests' compiles count
+    bnn = _convert("swap")  # towards its recompile limit, which fullgraph=True turns into an error
     compiled = torch.compile(bnn, backend="aot_eager", fullgraph=True)
     x = torch.randint(0, VOCAB, (2, 5))
     with autobayes.use_mean(bnn):
