@@ -20,5 +20,5 @@ case "${1:-}" in
     dev) extra="[dev]" ;;
     docs) extra="[docs]" ;;
 esac
-.venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import autobayes, torch; print(f'autobayes {autobayes.__version__} ready (torch {torch.__version__})')"
