@@ -77,11 +77,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_sizes(args: argparse.Namespace) -> Dict[str, Any]:
+    """The :func:`add_model_options` sizes given, the unset ones at their :data:`MODEL_DEFAULTS`."""
+    return {name: default if getattr(args, name, None) is None else getattr(args, name)
+            for name, default in MODEL_DEFAULTS.items()}
+
+
 def fill_model_defaults(args: argparse.Namespace) -> None:
     """Give the unset :func:`add_model_options` sizes their :data:`MODEL_DEFAULTS`."""
-    for name, value in MODEL_DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value)
+    for name, value in _model_sizes(args).items():
+        setattr(args, name, value)
 
 
 def check_hf_model_flags(args: argparse.Namespace, folder: Path) -> None:
@@ -116,8 +121,7 @@ def key_values(items: List[str], what: str) -> Dict[str, Any]:
 
 def model_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Keyword arguments of :func:`autobayes.models.build_model` (besides ``arch``)."""
-    kwargs = {name: default if getattr(args, name) is None else getattr(args, name)
-              for name, default in MODEL_DEFAULTS.items()}
+    kwargs = _model_sizes(args)
     if args.image_size is not None:  # else build_model's default: what the architecture is built for, not a record
         kwargs["image_size"] = args.image_size
     kwargs.update(key_values(args.model_arg, "--model-arg"))
