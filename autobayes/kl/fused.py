@@ -18,7 +18,8 @@ With ``c_t = log s_t + log(2 pi) / 2`` the prior's constant and ``a``, ``b`` the
 which is, term for term, the sum of the per-tensor estimators (:func:`autobayes.kl.repar_kl`,
 ``closed_kl``), with the noise of the whole group drawn in one call (the same law, since the noise is i.i.d.).
 Every other tensor (a Radial posterior, a non-Normal prior, a prior centred on tensors, the ``direct``
-estimator) keeps its own :meth:`autobayes.nn.BayesParameter.kl`.
+estimator) keeps its own :meth:`autobayes.nn.BayesParameter.kl`. The rank-1 mixtures' factors are grouped by
+:func:`autobayes.kl.mixture.fused_mixture_kl`, on every device (they are small: ``K x (d0 + d1)`` a tensor).
 
 Tensors on the CPU are not concatenated unless asked (``fuse_on_cpu=True``): there an operation costs
 microseconds and a small tensor stays in cache through all of its KL's operations, while the concatenation
@@ -37,6 +38,7 @@ from torch import Tensor
 from ..posteriors import Posterior
 from ..priors import Normal, Prior
 from .closed import location_scale_normal_kl, lookup_closed_form
+from .mixture import fused_mixture_kl
 
 __all__ = ["fused_kl", "fusable", "sum_kl", "at_least_float32", "PosteriorTensor"]
 
@@ -84,8 +86,11 @@ def fused_kl(params: Sequence[PosteriorTensor], *, fuse_on_cpu: bool = False) ->
     """
     groups: Dict[tuple, List[PosteriorTensor]] = {}
     terms: List[Tensor] = []
+    mixtures = []
     for p in params:
-        if (fuse_on_cpu or p.mu.device.type != "cpu") and fusable(p):
+        if type(p.posterior).multiplicative:
+            mixtures.append(p)
+        elif (fuse_on_cpu or p.mu.device.type != "cpu") and fusable(p):
             n_mc = p.n_mc if p.kl_method == "repar" else 0
             key = (type(p.posterior), p.kl_method, n_mc, p.mc_chunk_size, p.mu.device, p.mu.dtype)
             groups.setdefault(key, []).append(p)
@@ -93,6 +98,7 @@ def fused_kl(params: Sequence[PosteriorTensor], *, fuse_on_cpu: bool = False) ->
             terms.append(at_least_float32(p.kl()))
     for group in groups.values():
         terms.append(at_least_float32(group[0].kl()) if len(group) == 1 else _group_kl(group))
+    terms.extend(at_least_float32(t) for t in fused_mixture_kl(mixtures))
     return sum_kl(*terms)
 
 

@@ -132,9 +132,11 @@ class BayesLayer(nn.Module):
             x = x.unsqueeze(0)
         out_f, in_f = self._factor_axes(*self.weight_posterior.example_factors(x.shape[0]))
         y = self._op(x * self._per_channel(in_f, x.dim()), self.weight_posterior.mu, None, *args)
-        y = y * self._per_channel(out_f, y.dim())
-        if self.bias_posterior is not None:
-            y = y + self._per_channel(self.bias_posterior().unsqueeze(0), y.dim())
+        if self.bias_posterior is None:
+            y = y * self._per_channel(out_f, y.dim())
+        else:  # y o r + b in one operation
+            y = torch.addcmul(self._per_channel(self.bias_posterior().unsqueeze(0), y.dim()), y,
+                              self._per_channel(out_f, y.dim()))
         return y if batched else y.squeeze(0)
 
     # Linear layout (overridden by the convolutions): features last, weight (out, in).

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import BayesConfig
+from ..config import DEFAULT_N_MC, BayesConfig
 from ..kl import kl_divergence, require_closed_form, resolve_kl_method
 from ..posteriors import POSTERIORS
 from ..priors import PRIORS
@@ -91,7 +91,7 @@ class BayesParameter(nn.Module):
         self.kl_method = resolve_kl_method(config.kl, self.posterior, self.prior)
         if config.kl == "closed":  # fail at conversion time, not at the first forward
             require_closed_form(self.posterior, self.prior)
-        self.n_mc = config.n_mc
+        self.n_mc = DEFAULT_N_MC if config.n_mc is None else config.n_mc
         self.mc_chunk_size = config.mc_chunk_size
         self.use_mean = False
         #: When not ``None``, :meth:`sample` draws its noise from this seed (the same weights at every call).

@@ -30,6 +30,9 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
     ``W``), ``s`` the last ``d1`` (dim 1). A 1-d tensor has no factors: it is a point estimate with KL 0. The
     prior (submodule ``prior``) is the configured family centred at 1, per element of ``z``.
 
+    The component means start at ``1 + N(0, config.factor_init_std^2)`` element by element (``0``: all at 1, the
+    converted tensor itself), the scales at the configured per-element std (:func:`initial_log_var`).
+
     ``BayesParameter(tensor, config)`` builds one when ``config.posterior`` is a multiplicative family.
 
     Example:
@@ -47,7 +50,7 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
         self.factor_dims: Tuple[int, ...] = tuple(mean.shape[:2]) if mean.dim() >= 2 else ()
         if self.factor_dims:
             ones = mean.new_ones(self.components, sum(self.factor_dims))
-            self.factor_loc = nn.Parameter(ones)
+            self.factor_loc = nn.Parameter(torch.randn_like(ones).mul_(config.factor_init_std).add_(1.0))
             self.factor_log_var = nn.Parameter(
                 initial_log_var(ones, config, self.posterior.second_moment(ones.numel()), from_weights=from_weights))
         else:
@@ -57,7 +60,7 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
         self.prior = PRIORS.get(config.prior).from_config(one, config.prior_scale, **config.prior_kwargs).to(
             device=mean.device, dtype=mean.dtype)
         self.kl_method = "repar" if config.kl == "auto" else config.kl  # no closed form (checked by the config)
-        self.n_mc = config.n_mc
+        self.n_mc = self.components if config.n_mc is None else config.n_mc  # one draw per component
         self.mc_chunk_size = config.mc_chunk_size
         self.use_mean = False
         self.draw_seed = None
@@ -76,7 +79,9 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
     @property
     def mean(self) -> Tensor:
         """``W o mean_k(m_k^r m_k^s^T)``: the posterior mean (``r`` and ``s`` are independent within a component);
-        ``W`` itself while the component means are 1, e.g. right after conversion."""
+        ``W`` itself while the component means are 1 (right after a conversion with ``factor_init_std=0``).
+        With components spread apart (the default) this average of networks is no network of the mixture: use
+        Monte Carlo prediction (:func:`autobayes.predict`), not ``mean`` mode, for a rank-1 model's predictions."""
         if not self.factor_dims:
             return self.mu
         d0 = self.factor_dims[0]
@@ -117,8 +122,20 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
         ``(floor(i K / batch) + offset) mod K`` (the batch split into ``K`` contiguous, near-equal parts, as in
         the paper; a batch repeated ``K`` times gives each copy its own component) with its own draw."""
         with self._draw_scope():
+            return self._factors(self._components_of(batch))
+
+    def _components_of(self, batch: int) -> Tensor:
+        """The component of each example of a batch of ``batch`` (see :meth:`example_factors`); computed once a
+        forward per batch size and number of components when a draw scope is open (every layer reads it)."""
+        draws = current_draws()
+        key = (_OFFSET, batch, self.components)
+        index = None if draws is None else draws.get(key)
+        if index is None:
             index = torch.arange(batch, device=self.mu.device) * self.components // max(batch, 1)
-            return self._factors((index + self._offset()) % self.components)
+            index = (index + self._offset()) % self.components
+            if draws is not None:
+                draws[key] = index
+        return index
 
     def sample(self) -> Tensor:
         """One weight ``W o (r s^T)``: component ``offset mod K`` (the one example 0 of a batch gets), one draw."""
