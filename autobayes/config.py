@@ -93,12 +93,13 @@ class BayesConfig:
         components: the number K of mixture components of the rank-1 posteriors (``"rank1"``,
             ``"rank1_cauchy"``), an integer >= 1; a batch is split across them (see
             :class:`autobayes.posteriors.Rank1`). The other families ignore it.
-        factor_init_std: the rank-1 mixtures' component means of ``r`` and ``s`` start at ``1 + N(0,
-            factor_init_std^2)``, element by element (Dusenberry et al.'s ``random_sign_init=-0.5``): different
-            starting points make the ``K`` components different networks, the diversity of a deep ensemble (on
-            the digits CNN, 0.5 against 0 took the held-out-class AUROC from 0.975 to 0.980 and the NLL from 0.029
-            to 0.014). ``0`` starts every component at ``r = s = 1``, the converted network itself: use it to
-            fine-tune a pretrained model from its own function. A float >= 0; the other families ignore it.
+        factor_init_std: the spread of the rank-1 mixtures' component means around 1 at the start: every element
+            of ``r`` and ``s`` differs across the ``K`` components with this standard deviation, while the average
+            weight of the components stays the converted ``W`` (:func:`autobayes.nn.rank1.balanced_spread`). The
+            components start as different networks, the diversity of a deep ensemble (Dusenberry et al. start
+            theirs at random too): on the digits CNN, 0.5 against 0 raised the held-out-class AUROC and lowered
+            the NLL (``benchmarks/RESULTS.md``). ``0`` starts every component at the converted network itself
+            (what ``autobayes convert`` does for trained checkpoints). A float >= 0; the other families ignore it.
         layer_types: the deterministic layer types to convert (classes or their names such as ``"Conv2d"``);
             ``None`` converts every supported type that is on by default (:func:`default_layer_types`: linear,
             convolutional, recurrent layers and ``nn.MultiheadAttention``). Embeddings and normalisation layers

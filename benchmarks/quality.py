@@ -50,12 +50,16 @@ EPOCHS = {"digits": 40, "digits_cnn": 40, "breast_cancer": 40, "diabetes": 60}
 QUICK_EPOCHS = {"digits": 12, "digits_cnn": 12, "breast_cancer": 12, "diabetes": 20}
 DATASETS = ["digits", "digits_cnn", "breast_cancer", "diabetes"]
 RANK1_NAME = "autobayes rank1 (K=4, repar n_mc=100)"
+#: Rank-1 with every component starting at the converted network (before factor_init_std; the pretrained setting).
+RANK1_AT_ONE = "autobayes rank1 (K=4, factor_init_std=0)"
 _TEST_SAMPLES = qm.N_TEST_SAMPLES
 QUICK_CNN_TEST_SAMPLES = 30
 BEGIN, END = "<!-- quality.py: begin -->", "<!-- quality.py: end -->"
 #: The CNN's section (issue 23) has markers of its own, so that running one kind of data set keeps the other's.
 CNN_BEGIN, CNN_END = "<!-- quality.py digits_cnn: begin -->", "<!-- quality.py digits_cnn: end -->"
-DEFAULT_NAME = "autobayes default (radial, closed KL, sample)"
+DEFAULT_NAME = "autobayes default (rank1, K=4, n_mc=K)"
+#: The default of autobayes 0.2 and before, kept as a row of its own.
+RADIAL_NAME = "autobayes radial (closed KL, sample; default before 0.3)"
 
 CLS_COLUMNS = [("acc", "accuracy"), ("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"),
                ("auroc_h", "OOD AUROC entropy"), ("auroc_mi", "OOD AUROC MI"), ("acc80", "acc. 80% most confident"),
@@ -66,8 +70,9 @@ REG_COLUMNS = [("nll", "NLL"), ("rmse", "RMSE"), ("cov90", "90% coverage"), ("au
 
 
 def cnn_methods(quick: bool) -> Dict[str, object]:
-    """The rows of ``digits_cnn`` (issue 23): the peers, the default, a Gaussian posterior and rank-1 (its n_mc
-    question: one draw per component against 100)."""
+    """The rows of ``digits_cnn`` (issue 23): the peers, the default (rank-1, one KL draw per component), rank-1
+    with n_mc=100 (the n_mc question) and with its components starting at the network (``factor_init_std=0``),
+    the Radial (the former default) and a Gaussian posterior."""
     out = {
         "deterministic": qm.deterministic,
         f"MC dropout (p={qm.DROPOUT})": qm.mc_dropout,
@@ -76,9 +81,10 @@ def cnn_methods(quick: bool) -> Dict[str, object]:
         "IVON (ivon-opt)": qm.ivon,
         "last-layer Laplace (laplace-torch, marglik)": qm.last_layer_laplace,
         DEFAULT_NAME: qm.autobayes_method(),
+        RANK1_NAME: qm.rank1_method(n_mc=100),
+        RANK1_AT_ONE: qm.rank1_method(factor_init_std=0.0),
+        RADIAL_NAME: qm.autobayes_method(posterior="radial"),
         "autobayes gaussian (closed KL, local)": qm.autobayes_method(posterior="gaussian"),
-        RANK1_NAME: qm.rank1_method(),
-        "autobayes rank1 (K=4, repar n_mc=4)": qm.rank1_method(n_mc=4),
     }
     return out
 
@@ -92,6 +98,7 @@ def methods(quick: bool, radial_1e4: bool = False, dataset: str = "digits") -> D
         f"deep ensemble ({qm.ENSEMBLE})": qm.ensemble,
         "bayesian-torch dnn_to_bnn": qm.bayesian_torch,
         DEFAULT_NAME: qm.autobayes_method(),
+        RADIAL_NAME: qm.autobayes_method(posterior="radial"),
         "autobayes converted pretrained": qm.converted_pretrained,
     }
     for posterior in ("gaussian", "radial"):
@@ -213,7 +220,8 @@ def rank1_nmc_lines(noise) -> List[str]:
     return ["### The n_mc question for rank-1 (digits_cnn, `kl=\"repar\"`, K=4)", "",
             "Trace of the gradient covariance for a fixed trained rank-1 network (12 epochs): the KL term alone "
             "(the mixture's Monte Carlo KL / N, entropy included), the loss on one fixed batch, the loss on random "
-            "batches (what SGD sees); the quality rows `n_mc=4` and `n_mc=100` above give the end result:", ""
+            "batches (what SGD sees); the quality rows of the default (`n_mc=4`, one draw per component) and `n_mc=100` "
+            "above give the end result:", ""
             ] + quality_nmc.summary_lines(noise) + [""]
 
 

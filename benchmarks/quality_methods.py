@@ -299,12 +299,12 @@ def last_layer_laplace(data: Data, epochs: int, seed: int, cache: dict) -> Fitte
 
 
 def converted_pretrained(data: Data, epochs: int, seed: int, cache: dict) -> Fitted:
-    """The deterministic network of this seed, converted (small initial scale, prior centred on its weights) and
-    fine-tuned for half the epochs."""
+    """The deterministic network of this seed, converted (a Radial posterior with a small initial scale and the
+    prior centred on its weights) and fine-tuned for half the epochs."""
     if "det" not in cache:
         deterministic(data, epochs, seed, cache)
     net = copy.deepcopy(cache["det"][0])
-    bnn = autobayes.bayesify(net, init_scale=1e-3, prior_loc="weights")
+    bnn = autobayes.bayesify(net, posterior="radial", init_scale=1e-3, prior_loc="weights")
     return _train_autobayes(bnn, data, max(1, epochs // 2), seed)
 
 

@@ -2,7 +2,7 @@
 
     python examples/train_classifier.py --out runs/digits_api
 
-Builds ``digits_cnn`` for the data, converts it with ``autobayes.bayesify`` (radial posterior), trains it by
+Builds ``digits_cnn`` for the data, converts it with ``autobayes.bayesify`` (rank-1 posterior, the default), trains it by
 variational inference, then reloads the best checkpoint and writes per-example predictions (CSV) and a
 reliability diagram (PNG).
 """
@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/digits_api"))
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--posterior", default="radial", choices=["radial", "gaussian"])
+    parser.add_argument("--posterior", default="rank1", choices=["rank1", "radial", "gaussian"])
     parser.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     args = parser.parse_args()
 

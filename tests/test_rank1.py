@@ -157,8 +157,10 @@ def _net():
 
 @pytest.mark.parametrize("mode", ["fx", "swap", "export"])
 def test_conversion_starts_at_the_deterministic_model_on_every_route(mode):
+    """factor_init_std=0 (a pretrained model fine-tuned from its own function): every component is the model."""
     net, x = _net(), torch.randn(4, 2, 6, 6)
-    bnn = autobayes.bayesify(net, posterior="rank1", mode=mode, example_inputs=x if mode == "export" else None)
+    bnn = autobayes.bayesify(net, posterior="rank1", factor_init_std=0.0, mode=mode,
+                             example_inputs=x if mode == "export" else None)
     assert bnn.bayes_report.mode == mode
     with autobayes.use_mean(bnn):
         out, kl = bnn(x)
@@ -172,6 +174,77 @@ def test_conversion_starts_at_the_deterministic_model_on_every_route(mode):
     assert weights[0].factor_loc.grad is not None and posts[0].mu.grad is not None
     n_var = sum(p.numel() for p in bnn.parameters())
     assert bnn.bayes_report.n_params_bayesian == n_var  # W + the factors' means and log-variances
+
+
+def test_default_is_rank1_with_components_spread_around_one():
+    """The default posterior is rank-1 with n_mc = K. Its component means start spread around 1 with the
+    converted weights as their average: per tensor, mean_k(r_k s_k^T) is the all-ones matrix (to rounding), so
+    use_mean still gives the deterministic model; the offsets' mean square across the components estimates
+    std^2 = 0.25 per element (u_i^2 with u_i ~ N(0, 0.25): SE sqrt(2) 0.25 / sqrt(n) over n elements, within 4 SE);
+    factor_init_std=0 leaves them at exactly 1."""
+    torch.manual_seed(0)
+    model = build_model("digits_cnn", num_classes=4, in_channels=1, image_size=8)
+    bnn = autobayes.bayesify(model)
+    assert bnn.bayes_config.posterior == "rank1" and bnn.bayes_config.n_mc is None
+    posts = [p for p in bnn.modules() if isinstance(p, Rank1Parameter) and p.factor_dims]
+    assert all(p.n_mc == p.components == 4 for p in posts)
+    for p in posts:
+        d0 = p.factor_dims[0]
+        loc = p.factor_loc.detach()
+        outer = torch.einsum("ki,kj->ij", loc[:, :d0], loc[:, d0:]) / p.components
+        assert torch.allclose(outer, torch.ones_like(outer), atol=1e-5)
+    square = torch.cat([(p.factor_loc.detach() - 1).square().mean(0) for p in posts])
+    assert abs(square.mean().item() - 0.25) <= 4 * math.sqrt(2) * 0.25 / math.sqrt(square.numel())
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad(), autobayes.use_mean(bnn):
+        assert torch.allclose(bnn(x).output, model(x), atol=1e-5)
+    still = autobayes.bayesify(model, factor_init_std=0.0, n_mc=12)
+    assert all(torch.equal(p.factor_loc, torch.ones_like(p.factor_loc)) and p.n_mc == 12
+               for p in still.modules() if isinstance(p, Rank1Parameter) and p.factor_dims)
+    with pytest.raises(ConfigError, match="factor_init_std"):
+        BayesConfig(factor_init_std=-1.0)
+
+
+class _FixedNoise(Rank1):
+    """Rank1 whose noise is read from ``table`` (``(m, K, D_total)``): a fused call gets all of it, a call for one
+    tensor the columns ``[start, start + D)`` it asks for in turn, so the fused and per-tensor estimators see the
+    same draws."""
+
+    def __init__(self, table, widths):
+        super().__init__()
+        self.table, self.starts = table, iter(torch.tensor([0, *widths]).cumsum(0).tolist())
+
+    def sample_noise(self, n, shape, *, device=None, dtype=None):
+        if shape[-1] == self.table.shape[-1]:
+            return self.table[:n].clone()
+        start = next(self.starts)
+        return self.table[:n, :, start:start + shape[-1]].clone()
+
+
+@pytest.mark.parametrize("method, n_mc", [("repar", 4), ("repar", 8), ("direct", 8)])
+def test_fused_mixture_kl_is_the_sum_of_the_per_tensor_estimates(method, n_mc):
+    """Every rank-1 layer's KL estimated on one concatenation equals the sum of the layers' own estimates on the
+    same draws (value and gradient), for one draw per component (built in the graph) and for several (the
+    surrogate); two priors of different scales and a point-estimated bias ride along."""
+    from autobayes.kl import fused_kl
+
+    torch.manual_seed(0)
+    cfgs = [BayesConfig(components=2, kl=method, n_mc=n_mc, prior_scale=s) for s in (1.0, 0.3)]
+    params = [BayesParameter(torch.randn(3, 4), cfgs[0]), BayesParameter(torch.randn(5, 2), cfgs[1]),
+              BayesParameter(torch.randn(5), cfgs[0])]
+    widths = [p.factor_loc.shape[1] for p in params[:2]]
+    table = torch.randn(n_mc // 2, 2, sum(widths))
+    results = []
+    for fused in (True, False):
+        noise = _FixedNoise(table, widths)  # one reader: the per-tensor calls take their columns in turn
+        for p in params[:2]:
+            p.posterior = noise
+        kl = fused_kl(params) if fused else sum(p.kl() for p in params)
+        leaves = [t for p in params[:2] for t in (p.factor_loc, p.factor_log_var)]
+        results.append((kl.detach(), torch.autograd.grad(kl, leaves)))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_attribute_route_weights_are_rank1_draws():
@@ -189,7 +262,7 @@ def test_attribute_route_weights_are_rank1_draws():
             return self.attn(x, x, x, need_weights=False)[0]
 
     net = Net()
-    bnn = autobayes.bayesify(net, posterior="rank1", mode="swap", example_inputs=x)
+    bnn = autobayes.bayesify(net, posterior="rank1", factor_init_std=0.0, mode="swap", example_inputs=x)
     assert isinstance(bnn.attn.in_proj_weight_posterior, Rank1Parameter)
     with autobayes.use_mean(bnn):
         assert torch.allclose(bnn(x).output, net(x), atol=1e-6)

@@ -137,11 +137,15 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Bayesian options (see autobayes.BayesConfig; unset = its default)")
     group.add_argument("--config", type=Path, metavar="JSON", default=None,
                        help="a JSON file of BayesConfig options (the flags below override it)")
-    group.add_argument("--posterior", choices=POSTERIORS.names(), default=None, help="posterior family (default radial)")
+    group.add_argument("--posterior", choices=POSTERIORS.names(), default=None, help="posterior family (default rank1: rank-1 mixtures; radial, gaussian, ... are mean-field)")
     group.add_argument("--components", type=int, default=None, metavar="K",
                        help="mixture components of the rank-1 posteriors (--posterior rank1; default 4)")
+    group.add_argument("--factor-init-std", type=float, default=None, metavar="S",
+                       help="rank-1 posteriors: the spread S of the components' means around 1 at the start, their average "
+                       "weight staying the model's (default 0.5; convert: 0, every component starts at the checkpoint)")
     group.add_argument("--kl", choices=KL_METHODS, default=None, help="KL estimator")
-    group.add_argument("--n-mc", type=int, default=None, metavar="M", help="Monte Carlo samples of the KL estimator")
+    group.add_argument("--n-mc", type=int, default=None, metavar="M", help="Monte Carlo samples of the KL estimator (default: 100, or "
+                       "one per component for rank-1)")
     group.add_argument("--forward", choices=FORWARD_MODES, default=None, help="forward mode of the Bayesian layers")
     group.add_argument("--prior", choices=PRIORS.names(), default=None, help="prior family")
     group.add_argument("--prior-loc", default=None, metavar="LOC",
@@ -170,20 +174,23 @@ def add_bayes_options(parser: argparse.ArgumentParser) -> None:
                        help="per-layer options, e.g. --override 'fc={\"prior_scale\": 0.1}' or --override fc=null")
 
 
-def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
-    """Build the :class:`BayesConfig` from ``--config`` and the flags (flags win)."""
-    base: Dict[str, Any] = {}
+def bayes_config_from_args(args: argparse.Namespace, defaults: Optional[Dict[str, Any]] = None) -> BayesConfig:
+    """Build the :class:`BayesConfig` from ``defaults`` (the command's own, where they differ from the config's),
+    ``--config`` and the flags (flags win, then the file)."""
+    base: Dict[str, Any] = dict(defaults or {})
     if args.config is not None:
         if not args.config.is_file():
             raise ConfigError(f"--config: no such file {str(args.config)!r}")
         try:
-            base = json.loads(args.config.read_text())
+            loaded = json.loads(args.config.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"--config {str(args.config)!r} is not valid JSON ({err})") from err
-        if not isinstance(base, dict):
+        if not isinstance(loaded, dict):
             raise ConfigError(f"--config {str(args.config)!r} must hold a JSON object of BayesConfig options")
+        base.update(loaded)
     flags = {
-        "posterior": args.posterior, "components": args.components, "kl": args.kl, "n_mc": args.n_mc, "forward": args.forward, "prior": args.prior,
+        "posterior": args.posterior, "components": args.components,
+        "factor_init_std": args.factor_init_std, "kl": args.kl, "n_mc": args.n_mc, "forward": args.forward, "prior": args.prior,
         "prior_scale": args.prior_scale, "init_scale": args.init_scale, "moped_delta": args.moped_delta,
         "init_log_var": None if args.init_log_var is None else tuple(args.init_log_var),
         "layer_types": None if args.layer_types is None else tuple(args.layer_types),
@@ -204,7 +211,7 @@ def bayes_config_from_args(args: argparse.Namespace) -> BayesConfig:
 
 def bayes_flags_given(args: argparse.Namespace) -> List[str]:
     """The Bayesian options (:func:`add_bayes_options`) set on the command line, as their flags."""
-    names = ("config", "posterior", "components", "kl", "n_mc", "forward", "prior", "prior_loc", "prior_scale", "prior_arg",
+    names = ("config", "posterior", "components", "factor_init_std", "kl", "n_mc", "forward", "prior", "prior_loc", "prior_scale", "prior_arg",
              "init_scale", "init_log_var", "moped_delta", "layer_types", "include", "exclude", "override")
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, [])]
 

@@ -29,6 +29,12 @@ examples:
   # ... with a new label head for 3 classes (random weights: fine-tune it), named
   autobayes convert bert-tiny/ -o bert3_bnn.safetensors --num-classes 3 --class-names neg neutral pos
 
+The rank-1 posterior (the default) starts every mixture component at the checkpoint's weights here
+(--factor-init-std 0; bayesify's default, 0.5, spreads them around the weights for training from scratch): each
+posterior draw predicts as the checkpoint did until it is fine-tuned. Pass --factor-init-std 0.5 for members
+that start apart (more diverse, but each away from the trained function; their average weight is the
+checkpoint's).
+
 --mean / --std (the per-channel normalisation of the [0, 1] pixels the network was trained on), --class-names
 and --task are stored in OUT, where `autobayes predict` and `autobayes evaluate` use them and `autobayes
 inspect OUT` shows them.
@@ -95,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from ..hf.io import is_hf_folder
     from ..io import check_output, save
 
-    config = bayes_config_from_args(args)  # usage errors first, before any file is read
+    # usage errors first, before any file is read; the source holds trained weights: rank-1 components start at them
+    config = bayes_config_from_args(args, defaults={"factor_init_std": 0.0})
     _check_source(args)
     hf = is_hf_folder(args.source)
     if not hf:

@@ -13,7 +13,7 @@ __all__ = ["add_parser", "run"]
 
 EXAMPLES = """\
 examples:
-  # the quick start: a Bayesian CNN (radial posterior) on scikit-learn's digits, offline, ~1 minute on 2 CPU cores
+  # the quick start: a Bayesian CNN (rank-1 posterior) on scikit-learn's digits, offline, ~1 minute on 2 CPU cores
   autobayes train
 
   # the same, spelled out, with a log and checkpoints in runs/digits (log.csv, best/last.safetensors)

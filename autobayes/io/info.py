@@ -52,7 +52,7 @@ class CheckpointInfo:
             f"autobayes checkpoint {self.path} (format {spec['format']} v{spec['format_version']})",
             f"  architecture:    {_architecture(spec['arch'])}",
             f"  posterior:       {cfg.get('posterior')}   prior: {cfg.get('prior')}(loc={cfg.get('prior_loc')}, "
-            f"scale={cfg.get('prior_scale')})   kl: {cfg.get('kl')} (n_mc={cfg.get('n_mc')})   forward: {cfg.get('forward')}",
+            f"scale={cfg.get('prior_scale')})   kl: {cfg.get('kl')} (n_mc={cfg.get('n_mc') or 'default'})   forward: {cfg.get('forward')}",
             f"  bayesian layers: {len(spec.get('bayesian_layers', []))}: {_short_list(spec.get('bayesian_layers', []))}",
             f"  tensors:         {self.num_tensors} ({self.num_elements:,} elements)",
             f"  created:         {spec.get('created_at', '?')} with {versions}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Tuple
 
 import torch
@@ -14,11 +15,41 @@ from ..posteriors import POSTERIORS
 from ..priors import PRIORS
 from .parameter import BayesParameter, current_draws, initial_log_var, seeded_rng
 
-__all__ = ["Rank1Parameter"]
+__all__ = ["Rank1Parameter", "balanced_spread"]
 
 #: Key of the draw scope (:func:`~autobayes.nn.parameter.shared_draws`) holding this forward's component offset.
 _OFFSET = "rank1_component_offset"
 _OFFSET_RANGE = 1 << 30
+
+
+def balanced_spread(components: int, dims: Tuple[int, int], std: float, like: Tensor) -> Tensor:
+    """Offsets ``(K, d0 + d1)`` of the components' means from 1 that make them different networks with the same
+    average weight: ``r_k = 1 + a_k u``, ``s_k = 1 + b_k v`` with ``u ~ N(0, std^2 I_d0)``, ``v ~ N(0, std^2 I_d1)``
+    and coefficient vectors ``a``, ``b`` over the components that sum to 0, are orthogonal and have mean square 1
+    (two columns of a random orthogonal matrix whose first column is constant, times ``sqrt(K)``). Then
+    ``mean_k(r_k s_k^T) = 1 + mean(a) u 1^T + mean(b) 1 v^T + mean(a b) u v^T`` is exactly the all-ones matrix:
+    the posterior mean of ``W o (r s^T)`` is ``W``, so a converted model under ``use_mean`` is still the model,
+    while every element of ``r`` and ``s`` has spread ``std`` across the components (the diversity of Dusenberry
+    et al.'s random initialisation). With ``K = 2`` only ``r`` spreads (one direction sums to 0), with ``K = 1``
+    nothing. Torch's global generator draws it, as for any initialisation.
+
+    Example:
+        >>> off = balanced_spread(4, (3, 5), 0.5, torch.zeros(()))
+        >>> r, s = 1 + off[:, :3], 1 + off[:, 3:]
+        >>> torch.allclose(torch.einsum("ki,kj->ij", r, s) / 4, torch.ones(3, 5), atol=1e-6)
+        True
+    """
+    d0, d1 = dims
+    out = like.new_zeros(components, d0 + d1)
+    if components < 2:
+        return out
+    basis = torch.cat([torch.ones(components, 1), torch.randn(components, components - 1)], dim=1)
+    coef = torch.linalg.qr(basis.double())[0][:, 1:3] * math.sqrt(components)  # (K, 1 or 2), orthonormal, sum 0
+    coef = coef.to(out)
+    out[:, :d0] = coef[:, :1] * (std * torch.randn(d0)).to(out)
+    if coef.shape[1] > 1:
+        out[:, d0:] = coef[:, 1:2] * (std * torch.randn(d1)).to(out)
+    return out
 
 
 class Rank1Parameter(BayesParameter, kind="multiplicative"):
@@ -30,8 +61,9 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
     ``W``), ``s`` the last ``d1`` (dim 1). A 1-d tensor has no factors: it is a point estimate with KL 0. The
     prior (submodule ``prior``) is the configured family centred at 1, per element of ``z``.
 
-    The component means start at ``1 + N(0, config.factor_init_std^2)`` element by element (``0``: all at 1, the
-    converted tensor itself), the scales at the configured per-element std (:func:`initial_log_var`).
+    The component means start spread around 1 by :func:`balanced_spread` (``config.factor_init_std``; ``0``: all at
+    1), so that the components are different networks whose average weight is still ``W``; the scales start at the
+    configured per-element std (:func:`initial_log_var`).
 
     ``BayesParameter(tensor, config)`` builds one when ``config.posterior`` is a multiplicative family.
 
@@ -50,7 +82,7 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
         self.factor_dims: Tuple[int, ...] = tuple(mean.shape[:2]) if mean.dim() >= 2 else ()
         if self.factor_dims:
             ones = mean.new_ones(self.components, sum(self.factor_dims))
-            self.factor_loc = nn.Parameter(torch.randn_like(ones).mul_(config.factor_init_std).add_(1.0))
+            self.factor_loc = nn.Parameter(ones)
             self.factor_log_var = nn.Parameter(
                 initial_log_var(ones, config, self.posterior.second_moment(ones.numel()), from_weights=from_weights))
         else:
@@ -65,6 +97,10 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
         self.use_mean = False
         self.draw_seed = None
         self._cache = None
+        if self.factor_dims and config.factor_init_std > 0:
+            with torch.no_grad():
+                self.factor_loc.add_(balanced_spread(self.components, self.factor_dims, config.factor_init_std,
+                                                     self.factor_loc))
 
     # ------------------------------------------------------------------ views
     @property
@@ -79,9 +115,9 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
     @property
     def mean(self) -> Tensor:
         """``W o mean_k(m_k^r m_k^s^T)``: the posterior mean (``r`` and ``s`` are independent within a component);
-        ``W`` itself while the component means are 1 (right after a conversion with ``factor_init_std=0``).
-        With components spread apart (the default) this average of networks is no network of the mixture: use
-        Monte Carlo prediction (:func:`autobayes.predict`), not ``mean`` mode, for a rank-1 model's predictions."""
+        ``W`` itself right after a conversion (the components start spread around 1 with an average of 1, see
+        :func:`balanced_spread`). This average of the members' weights is no member of the mixture: use Monte
+        Carlo prediction (:func:`autobayes.predict`), which averages the members' outputs, for predictions."""
         if not self.factor_dims:
             return self.mu
         d0 = self.factor_dims[0]

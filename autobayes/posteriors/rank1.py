@@ -26,9 +26,9 @@ class Rank1(Posterior):
     dim 0 and ``s`` over dim 1 (broadcast over a kernel's spatial dims), and ``z = (r, s)`` drawn from the
     mixture ``q(z) = (1/K) sum_k N(z; m_k, diag(sigma_k^2))``. The prior is the configured family (a Normal by
     default) centred at 1, independent per element of ``r`` and ``s``; ``W`` has none (a point estimate: weight
-    decay is the optimiser's). The component means start at ``1 + N(0, factor_init_std^2)`` (0.5 by default, the
-    paper's random initialisation, which makes the components different networks); with ``factor_init_std=0``
-    they start at 1, so the converted model is the deterministic model. A 1-d tensor (a bias) is a point estimate
+    decay is the optimiser's). The component means start spread around 1 (``factor_init_std``, 0.5 by default:
+    the components start as different networks) with an average of exactly 1, so the converted model's posterior
+    mean is the deterministic model (:func:`autobayes.nn.rank1.balanced_spread`). A 1-d tensor (a bias) is a point estimate
     with no factor, as in the paper.
 
     Forward modes (:class:`autobayes.nn.BayesLayer`): ``"local"`` (the default) is the paper's batch split:
