@@ -67,7 +67,7 @@ from .nn import (
 from .posteriors import POSTERIORS, Gaussian, Laplace, Logistic, Posterior, Radial, register_posterior
 from .priors import PRIORS, LaplacePrior, Normal, Prior, ScaleMixture, StudentT, register_prior
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     # conversion

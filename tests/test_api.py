@@ -72,7 +72,7 @@ def test_options_reach_the_layers():
     assert wp.posterior.name == "gaussian" and wp.kl_method == "repar" and wp.n_mc == 7
     torch.testing.assert_close(wp.scale, torch.full_like(wp.scale, 0.01))
     model = SmallCNN()
-    bnn = autobayes.bayesify(model, moped_delta=0.1, prior_loc="weights")
+    bnn = autobayes.bayesify(model, posterior="radial", moped_delta=0.1, prior_loc="weights")
     torch.testing.assert_close(bnn.fc.weight_posterior.std, (0.1 * model.fc.weight.abs()).clamp_min(1e-8))
     cfg = BayesConfig(posterior="gaussian")
     assert autobayes.bayesify(SmallCNN(), cfg, n_mc=3).bayes_config.n_mc == 3

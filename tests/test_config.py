@@ -109,7 +109,7 @@ def test_config_for_layer_precedence_and_round_trip():
     assert cfg.for_layer("aux.fc") is None
     head = cfg.for_layer("classifier.2")
     assert (head.prior_scale, head.n_mc) == (0.1, 7)
-    assert cfg.for_layer("classifier.1").n_mc == 100
+    assert cfg.for_layer("classifier.1").n_mc is None  # the family's own default (100, or K for rank-1)
     assert BayesConfig(include=("fc",)).for_layer("conv1") is None
     assert BayesConfig(layer_types=("Linear",)).for_layer("conv1", nn.Conv2d(1, 1, 1)) is None
     assert BayesConfig(filter_fn=lambda m, n: n != "x").for_layer("x", nn.Linear(1, 1)) is None

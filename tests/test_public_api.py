@@ -53,7 +53,7 @@ def test_version_matches_pyproject_and_changelog():
 
     root = Path(__file__).resolve().parents[1]
     version = re.search(r'^version = "(.+)"$', (root / "pyproject.toml").read_text(), re.M).group(1)
-    assert autobayes.__version__ == version == "0.2.0"
+    assert autobayes.__version__ == version == "0.3.0"
     assert f"## [{version}]" in (root / "CHANGELOG.md").read_text(), "CHANGELOG.md has no section for this version"
 
 

@@ -16,7 +16,7 @@ from ..registry import Registry
 from .closed import closed_kl, has_closed_form, normal_cross_entropy, register_closed_kl, require_closed_form
 from .direct import direct_kl
 from .fused import fused_kl, sum_kl
-from .mixture import mixture_kl, mixture_log_prob
+from .mixture import fused_mixture_kl, mixture_kl, mixture_log_prob
 from .repar import repar_kl, surrogate_mean
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "repar_kl",
     "mixture_kl",
     "mixture_log_prob",
+    "fused_mixture_kl",
     "surrogate_mean",
     "fused_kl",
     "sum_kl",

@@ -198,7 +198,7 @@ def test_a_posterior_under_two_owners_is_one_draw_and_one_kl():
             return torch.tanh(x) @ self.b.w
 
     x = torch.randn(3, 6)
-    bnn = autobayes.bayesify(Pair(), mode="export", example_inputs=(x,), kl="closed")
+    bnn = autobayes.bayesify(Pair(), mode="export", example_inputs=(x,), posterior="radial", kl="closed")
     shared = bnn.a.w_posterior
     bnn.b._modules["w_posterior"] = shared  # a tie, as the tie-keeping conversion makes it
     bnn.__dict__[CAPTURED] = {}
@@ -277,7 +277,7 @@ def test_an_input_structure_that_cannot_be_captured_runs_eagerly_after_one_warni
             return self.b(torch.relu(self.a(x)))
 
     x = torch.randn(3, 4)
-    bnn = autobayes.bayesify(Branchy(), mode="export", example_inputs=(x,), kl="closed")
+    bnn = autobayes.bayesify(Branchy(), mode="export", example_inputs=(x,), posterior="radial", kl="closed")
     with pytest.warns(UserWarning, match="runs its own forward for inputs of this structure"):
         out, kl = bnn(x, torch.ones(1))
     torch.testing.assert_close(kl, kl_of(bnn.b))  # only the layer the forward called
@@ -295,7 +295,7 @@ def test_hf_state_dict_round_trip_and_deepcopy_recapture(hf):
     keys = list(bnn.state_dict())
     assert not [k for k in keys if "_autobayes" in k]  # GPT-2's lifted constants stay out of the state dict
     if name == "bert":  # no functionally used weights: the same module tree as swap mode
-        assert keys == list(autobayes.bayesify(model, mode="swap").state_dict())
+        assert keys == list(autobayes.bayesify(model, mode="swap", posterior="gaussian").state_dict())
     clone = copy.deepcopy(bnn)
     with torch.no_grad():
         for p in clone.parameters():
@@ -320,7 +320,7 @@ def test_a_layer_whose_forward_is_more_than_its_op_samples_its_posteriors_instea
             return x.mean((2, 3))
 
     model, x = Convs().eval(), torch.randn(2, 3, 8, 8)
-    bnn = autobayes.bayesify(model, mode="export", example_inputs=(x,), kl="closed").eval()
+    bnn = autobayes.bayesify(model, mode="export", example_inputs=(x,), posterior="radial", kl="closed").eval()
     assert "self.c.weight_posterior()" in bnn.code and "self.d(" in bnn.code  # c is not called: it would pad twice
     with autobayes.use_mean(bnn):
         out, kl = bnn(x)
@@ -353,7 +353,7 @@ def test_ever_new_non_tensor_values_stop_being_captured_after_a_bound(monkeypatc
 
     monkeypatch.setattr(capture_root, "MAX_CAPTURES", 3)
     x = torch.randn(2, 3)
-    bnn = autobayes.bayesify(Scaled(), mode="export", example_inputs=(x,), kl="closed")  # train + eval (the check)
+    bnn = autobayes.bayesify(Scaled(), mode="export", example_inputs=(x,), posterior="radial", kl="closed")  # train + eval (the check)
     bnn(x, scale=0.5)  # the third capture
     with pytest.warns(UserWarning, match="captured for 3 input structures"):
         out, kl = bnn(x, scale=0.25)
