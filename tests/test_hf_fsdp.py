@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = 2
 GLOBAL_BATCH = 8
 NUM_DATA = 100_000  # target tokens of the training set the ELBO is per (GPT-2's own loss is a mean per token)
+STEP_NUM_DATA = 8 * 15  # the step's: the KL / N term (~3,000 here) dwarfs the NLL, so a KL counted twice would show
 PG_TIMEOUT = 60  # seconds a rank waits in a collective before failing
 FSDP = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"fsdp_version": 2}}  # the settings as users write them
 FSDP_AC = {"fsdp": True, "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["GPT2Block"],
@@ -45,16 +46,16 @@ def _args(out, **overrides):
     return transformers.TrainingArguments(**{**options, **overrides})
 
 
-def _trainer(bnn, args, train, **kwargs):
+def _trainer(bnn, args, train, num_data=NUM_DATA, **kwargs):
     from autobayes.hf import BayesTrainer
 
     transformers.logging.set_verbosity_error()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers' deprecation of the string form of fsdp=
-        return BayesTrainer(model=bnn, args=args, train_dataset=train, num_data=NUM_DATA, mc_samples=2, **kwargs)
+        return BayesTrainer(model=bnn, args=args, train_dataset=train, num_data=num_data, mc_samples=2, **kwargs)
 
 
-STEP = dict(optim="sgd", learning_rate=0.5, max_steps=1)  # one SGD step (Adam's first step is ~lr * sign(grad))
+STEP = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0)  # one SGD step, no clipping (below)
 
 
 def _step_worker(base, out: Path, rank: int) -> dict:
@@ -68,7 +69,7 @@ def _step_worker(base, out: Path, rank: int) -> dict:
             for p in bnn.parameters():
                 p.add_(1.0)
     full = {n: p.numel() for n, p in bnn.named_parameters()}
-    trainer = _trainer(bnn, _args(out / "step", **STEP, **FSDP), _rows(GLOBAL_BATCH, 1))
+    trainer = _trainer(bnn, _args(out / "step", **STEP, **FSDP), _rows(GLOBAL_BATCH, 1), STEP_NUM_DATA)
     with autobayes.use_mean(trainer.model):
         trainer.train()
     model = trainer.model
@@ -160,13 +161,15 @@ def test_trainer_fsdp_settings_shard_every_parameter_per_rank(fsdp_run):
 def test_a_sharded_trainer_step_equals_the_unsharded_trainer_step(fsdp_run, converted, tmp_path):
     # Under use_mean the forward has no noise and the closed-form KL is exact: the mean over the ranks of
     # grad(mean NLL of the rank's 4 sequences + KL / N) is grad(mean NLL of the 8 + KL / N), the training set being
-    # one global batch (its order does not matter), gradient clipping included (max_grad_norm=1 clips the global
-    # norm). Rank 1 started from other parameters: equality also says every rank took rank 0's.
+    # one global batch (its order does not matter). The KL term dominates the loss (N = 120 tokens): a KL counted
+    # twice, or once per rank and summed, would double the step of every log-scale, far outside rtol 1e-5 (without
+    # gradient clipping, which would rescale a doubled gradient to the same norm; the training run below clips).
+    # Rank 1 started from other parameters: equality also says every rank took rank 0's.
     bnn = converted  # itself, not a copy: restored below
     before = {n: v.clone() for n, v in bnn.state_dict().items()}
     try:
         trainer = _trainer(bnn, _args(tmp_path, **STEP, per_device_train_batch_size=GLOBAL_BATCH),
-                           _rows(GLOBAL_BATCH, 1))
+                           _rows(GLOBAL_BATCH, 1), STEP_NUM_DATA)
         with autobayes.use_mean(bnn):
             trainer.train()
         after = {n: v.clone() for n, v in bnn.state_dict().items()}
