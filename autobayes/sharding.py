@@ -179,6 +179,8 @@ def load_full_state_dict(bnn: nn.Module, state: dict) -> None:
 
 def is_sharded(module: nn.Module) -> bool:
     """Whether ``module`` is sharded by FSDP2 (``fully_shard`` made it an ``FSDPModule``)."""
+    if not torch.distributed.is_available():  # builds without torch.distributed have no FSDP
+        return False
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)

@@ -30,7 +30,7 @@ GLOBAL_BATCH = 8
 NUM_DATA = 100_000  # target tokens of the training set the ELBO is per (GPT-2's own loss is a mean per token)
 STEP_NUM_DATA = 8 * 15  # the step's: the KL / N term (~3,000 here) dwarfs the NLL, so a KL counted twice would show
 PG_TIMEOUT = 60  # seconds a rank waits in a collective before failing
-FSDP = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"fsdp_version": 2}}  # the settings as users write them
+FSDP = {"fsdp": "shard_grad_op auto_wrap", "fsdp_config": {"fsdp_version": 2}}  # reshard_after_forward=False
 FSDP_AC = {"fsdp": True, "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["GPT2Block"],
                                          "activation_checkpointing": True}}
 
@@ -60,7 +60,8 @@ STEP = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0)  # o
 
 def _step_worker(base, out: Path, rank: int) -> dict:
     """One step under use_mean from Trainer's legacy FSDP string; rank 1 starts from other parameters (rank 0's
-    must be the ones sharded, as DDP's are)."""
+    must be the ones sharded, as DDP's are). An evaluation first leaves the blocks gathered (shard_grad_op keeps
+    them so after a forward): the optimiser must still be built on the shards."""
     from torch.distributed.tensor import DTensor
 
     bnn = copy.deepcopy(base)
@@ -71,6 +72,7 @@ def _step_worker(base, out: Path, rank: int) -> dict:
     full = {n: p.numel() for n, p in bnn.named_parameters()}
     trainer = _trainer(bnn, _args(out / "step", **STEP, **FSDP), _rows(GLOBAL_BATCH, 1), STEP_NUM_DATA)
     with autobayes.use_mean(trainer.model):
+        trainer.evaluate(_rows(GLOBAL_BATCH, 4))
         trainer.train()
     model = trainer.model
     params = dict(model.named_parameters())

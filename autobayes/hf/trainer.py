@@ -48,7 +48,7 @@ from ..errors import ConfigError
 from ..io.checkpoint import load_state, save
 from ..io.files import FOLDER_CHECKPOINT
 from ..losses import CategoricalELBO, ELBOTerms
-from ..sharding import full_state_dict
+from ..sharding import full_state_dict, is_sharded
 from ..training.optim import beta_schedule
 from ..uncertainty import ClassificationSummary, predict
 from .fsdp import agreed_path, load_optimizer, save_optimizer, shard_for_trainer
@@ -219,6 +219,16 @@ class BayesTrainer(transformers.Trainer):
             values.update(loss=nll, nll=nll, perplexity=math.exp(nll), accuracy=sum(
                 metrics.accuracy(p["target_probs"], p["targets"]) * len(p["targets"]) for p in scored) / count)
         return values
+
+    def create_optimizer(self, model: Optional[nn.Module] = None) -> torch.optim.Optimizer:
+        """A sharded model's optimiser holds the shards: a forward before training (``evaluate``) with
+        ``reshard_after_forward=False`` leaves the blocks' parameters gathered, so they are resharded first (what
+        ``Trainer`` does when accelerate shards)."""
+        if self.sharded:
+            for module in self.model.modules():
+                if is_sharded(module):
+                    module.reshard()
+        return super().create_optimizer(model)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: Optional[str] = None, state_dict: Any = None) -> None:
