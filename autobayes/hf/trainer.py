@@ -22,7 +22,7 @@ One override per concern:
 * with ``Trainer``'s FSDP settings (``TrainingArguments(fsdp=..., fsdp_config=...)``), ``__init__`` shards the
   model per block with :func:`autobayes.distributed.shard` before accelerate sees it, and the checkpoints are
   gathered from the shards (``_save``, ``_save_optimizer_and_scheduler``) and loaded back into them
-  (:mod:`autobayes.hf.fsdp`).
+  (:mod:`autobayes.hf.fsdp`); ``create_optimizer`` builds the optimiser on the shards.
 
 ``N`` is ``len(train_dataset)``. The model's own loss of a language model is a mean per token, so there pass
 ``num_data`` = the number of target tokens of the training set for the ELBO per token.
