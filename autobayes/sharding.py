@@ -46,7 +46,7 @@ from .nn import BayesLayer, BayesParameter
 from .nn.parameter import checkpoint_context
 
 __all__ = ["shard", "checkpoint_blocks", "checkpoint_context", "default_blocks", "run_blocks_eagerly",
-           "full_state_dict"]
+           "full_state_dict", "load_full_state_dict", "is_sharded"]
 
 #: On a block: the forward hook that computes its KL is registered.
 _KL_HOOKED = "_autobayes_block_kl"
@@ -163,6 +163,27 @@ def full_state_dict(bnn: nn.Module) -> dict:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(bnn, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dict(bnn: nn.Module, state: dict) -> None:
+    """Load a full (unsharded) state dict into a sharded model, strictly; call it on every rank with the same
+    tensors: each rank keeps its shard. :func:`autobayes.io.load_state` calls it for a sharded model.
+
+    Example:
+        >>> load_full_state_dict(bnn, autobayes.load("model.safetensors").state_dict())  # doctest: +SKIP
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(bnn, state, options=StateDictOptions(full_state_dict=True, strict=True))
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether ``module`` is sharded by FSDP2 (``fully_shard`` made it an ``FSDPModule``)."""
+    if not torch.distributed.is_available():  # builds without torch.distributed have no FSDP
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """Tiny language models for the sharding tests and the memory benchmark: one the fx route converts (blocks in an
-``nn.ModuleList``) and a GPT-2 the capture route converts (transformers 5), with their data and loss."""
+``nn.ModuleList``) and a GPT-2 the capture route converts (transformers 5), with their data and loss; and
+:func:`spawn`, which runs a test's ranks."""
 
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,4 +92,22 @@ def elbo(bnn: nn.Module, ids: torch.Tensor, targets: torch.Tensor, num_data: int
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)) + kl / (num_data * SEQ)
 
 
-__all__ = ["Block", "TinyLM", "gpt2", "build", "tokens", "elbo", "logits_of", "math"]
+def spawn(worker: Callable[[int, str], None], out: Path, nprocs: int = 2, timeout: float = 240) -> None:
+    """Run ``worker(rank, str(out))`` in ``nprocs`` spawned processes; a rank that fails fails the call, and a run
+    longer than ``timeout`` seconds is killed (a hung rank fails the test instead of hanging it). The workers join
+    their process group by a file under ``out`` (no port) and write their results there."""
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(worker, args=(str(out),), nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while not context.join(timeout=5):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {nprocs} ranks did not finish in {timeout} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+__all__ = ["Block", "TinyLM", "gpt2", "build", "tokens", "elbo", "logits_of", "spawn", "math"]

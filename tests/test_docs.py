@@ -36,6 +36,8 @@ NOT_RUN = {
     "-m autobayes train --data cifar10": "the continuation of the torchrun line above",
     "autobayes train --nproc 2": "two spawned processes (~25 s of CPU): tests/test_distributed.py trains with "
                                  "nproc=2 end to end",
+    "torchrun --standalone --nproc-per-node 2 scripts/bayes_trainer_fsdp.py": "two processes (~30 s of CPU; run by "
+        "hand for the docs); tests/test_hf_fsdp.py runs BayesTrainer with these FSDP settings in two gloo ranks",
     "bash quickstart.sh": "creates .venv and trains (the quick start itself; CI runs bash run_tests.sh)",
     "bash run_tests.sh": "runs this test suite",
     "pip install -e .[dev]": "the development install (bash run_tests.sh makes it)",

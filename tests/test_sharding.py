@@ -13,7 +13,6 @@ fixed seed, for sample and local modes, through autobayes' parallel CPU sampler;
 import copy
 import datetime
 import functools
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import torch.distributed as dist
 
 import autobayes
 from autobayes import _random, distributed, sharding
-from _sharding_models import build, elbo, logits_of, tokens
+from _sharding_models import build, elbo, logits_of, spawn, tokens
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -127,26 +126,11 @@ def _worker(rank: int, out: str) -> None:
     distributed._exit_launched_rank()  # barrier, leave the group, no interpreter teardown (see its docstring)
 
 
-def _spawn(out: Path) -> None:
-    import torch.multiprocessing as mp
-
-    context = mp.start_processes(_worker, args=(str(out),), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + RUN_TIMEOUT
-    try:
-        while not context.join(timeout=5):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the {WORLD} ranks did not finish in {RUN_TIMEOUT} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-
-
 @pytest.fixture(scope="module")
 def sharded_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     torch.save({route: _converted(route) for route in ("fx", "export")}, out / "models.pt")
-    _spawn(out)
+    spawn(_worker, out, WORLD, RUN_TIMEOUT)
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -94,14 +94,26 @@ class PretrainedRoot:
     def save_pretrained(self, save_directory: Any, is_main_process: bool = True, state_dict: Any = None,
                         **kwargs: Any) -> None:
         """Write the folder (see :mod:`autobayes.hf.pretrained`). ``state_dict`` (what ``Trainer`` passes) is
-        ignored: the network's own state is saved; other keyword arguments go to ``transformers``'
-        ``save_pretrained`` of the posterior-mean model (``max_shard_size``, ...)."""
-        from ..io.checkpoint import save
+        ignored, the network's own state is saved, unless the network is sharded by FSDP2: then ``state_dict``
+        is its full state, gathered on every rank by :func:`autobayes.distributed.full_state_dict` and passed on
+        rank 0, and the folder's network is rebuilt from it (:func:`autobayes.load`) to write the posterior
+        means. Other keyword arguments go to ``transformers``' ``save_pretrained`` of the posterior-mean model
+        (``max_shard_size``, ...)."""
+        from ..io.checkpoint import load, save
+        from ..sharding import is_sharded
 
         if not is_main_process:
             return
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
+        if is_sharded(self):
+            if state_dict is None:
+                raise CheckpointError(
+                    f"{type(self).__name__} is sharded: gather its state on every rank, then save on rank 0: "
+                    f"state = autobayes.distributed.full_state_dict(bnn); bnn.save_pretrained(DIR, state_dict=state)")
+            save(self, folder / FOLDER_CHECKPOINT, state_dict=state_dict, metadata={"saved_by": "save_pretrained"})
+            load(folder / FOLDER_CHECKPOINT).save_pretrained(folder, **kwargs)
+            return
         plain = posterior_mean_model(self)
         setattr(plain.config, CONFIG_MARKER, {
             "checkpoint": FOLDER_CHECKPOINT,

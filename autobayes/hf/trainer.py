@@ -18,7 +18,11 @@ One override per concern:
   ``mutual_information`` (means over the target tokens) for a language model;
 * ``_load_from_checkpoint`` / ``_load_best_model``: checkpoints are the folders ``bnn.save_pretrained`` writes
   (:mod:`autobayes.hf.pretrained`: posterior means for ``transformers``, ``autobayes.safetensors`` for autobayes),
-  read back with :func:`autobayes.io.load_state`.
+  read back with :func:`autobayes.io.load_state`;
+* with ``Trainer``'s FSDP settings (``TrainingArguments(fsdp=..., fsdp_config=...)``), ``__init__`` shards the
+  model per block with :func:`autobayes.distributed.shard` before accelerate sees it, and the checkpoints are
+  gathered from the shards (``_save``, ``_save_optimizer_and_scheduler``) and loaded back into them
+  (:mod:`autobayes.hf.fsdp`); ``create_optimizer`` builds the optimiser on the shards.
 
 ``N`` is ``len(train_dataset)``. The model's own loss of a language model is a mean per token, so there pass
 ``num_data`` = the number of target tokens of the training set for the ELBO per token.
@@ -44,8 +48,10 @@ from ..errors import ConfigError
 from ..io.checkpoint import load_state, save
 from ..io.files import FOLDER_CHECKPOINT
 from ..losses import CategoricalELBO, ELBOTerms
+from ..sharding import full_state_dict, is_sharded
 from ..training.optim import beta_schedule
 from ..uncertainty import ClassificationSummary, predict
+from .fsdp import agreed_path, load_optimizer, save_optimizer, shard_for_trainer
 from .pretrained import is_pretrained_class
 from .tasks import is_causal_lm, next_token_targets
 from .trainer_guard import building_bayes_trainer
@@ -83,6 +89,7 @@ class BayesTrainer(transformers.Trainer):
                  beta_kwargs: Optional[Dict[str, Any]] = None, mc_samples: int = 10, **kwargs: Any) -> None:
         with building_bayes_trainer():
             super().__init__(*args, **kwargs)
+        self.sharded = shard_for_trainer(self)  # Trainer's FSDP settings: per-block FSDP2 (autobayes.hf.fsdp)
         self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean: Trainer scales it for accumulation
         self.num_data = None if num_data is None else check_int(num_data, "BayesTrainer: num_data", 1)
         self.mc_samples = check_int(mc_samples, "BayesTrainer: mc_samples", 1)
@@ -213,19 +220,51 @@ class BayesTrainer(transformers.Trainer):
                 metrics.accuracy(p["target_probs"], p["targets"]) * len(p["targets"]) for p in scored) / count)
         return values
 
+    def create_optimizer(self, model: Optional[nn.Module] = None) -> torch.optim.Optimizer:
+        """A sharded model's optimiser holds the shards: a forward before training (``evaluate``) with
+        ``reshard_after_forward=False`` leaves the blocks' parameters gathered, so they are resharded first (what
+        ``Trainer`` does when accelerate shards)."""
+        if self.sharded:
+            for module in self.model.modules():
+                if is_sharded(module):
+                    module.reshard()
+        return super().create_optimizer(model)
+
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: Optional[str] = None, state_dict: Any = None) -> None:
         """``save_model`` and every checkpoint: a ``transformers`` model's ``save_pretrained`` writes the folder of
-        :mod:`autobayes.hf.pretrained`; any other model gets its ``autobayes.safetensors`` here."""
+        :mod:`autobayes.hf.pretrained`; any other model gets its ``autobayes.safetensors`` here. A sharded model's
+        state is gathered from the shards first (every rank calls this), and rank 0 writes it."""
+        if self.sharded:
+            state_dict = full_state_dict(self.model)  # the tensors land on rank 0's CPU
+            if not self.args.should_save:
+                return
         super()._save(output_dir, state_dict)
         model = self.accelerator.unwrap_model(self.model)
         if self.args.should_save and not is_pretrained_class(type(model)):
-            save(model, Path(output_dir or self.args.output_dir) / FOLDER_CHECKPOINT)
+            save(model, Path(output_dir or self.args.output_dir) / FOLDER_CHECKPOINT,
+                 state_dict=state_dict if self.sharded else None)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """A sharded optimiser's state is gathered from the shards (``optimizer.pt`` holds the full state)."""
+        if self.sharded:
+            save_optimizer(self, output_dir)
+        else:
+            super()._save_optimizer_and_scheduler(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: Optional[str]) -> None:
+        """Resume a sharded optimiser: each rank keeps its shard of the full state."""
+        if self.sharded:
+            load_optimizer(self, checkpoint)
+        else:
+            super()._load_optimizer_and_scheduler(checkpoint)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
-        """Resume: the state of the checkpoint folder's ``autobayes.safetensors``."""
+        """Resume: the state of the checkpoint folder's ``autobayes.safetensors`` (each rank its shard)."""
         load_state(model if model is not None else self.model, resume_from_checkpoint)
 
     def _load_best_model(self) -> None:
-        """``load_best_model_at_end``: the state of the best checkpoint's ``autobayes.safetensors``."""
-        load_state(self.model, self.state.best_model_checkpoint)
+        """``load_best_model_at_end``: the state of the best checkpoint's ``autobayes.safetensors``; sharded, the
+        checkpoint rank 0 chose, each rank its shard."""
+        best = self.state.best_model_checkpoint
+        load_state(self.model, agreed_path(best) if self.sharded else best)

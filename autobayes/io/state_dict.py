@@ -80,7 +80,8 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Stat
 
 def load_checked(model: nn.Module, state_dict: Mapping[str, Tensor], source: str, hint: str = "") -> None:
     """Load ``state_dict`` into ``model`` strictly, or raise a :class:`CheckpointError` listing every missing
-    and unexpected key and every shape mismatch (:func:`check_state_dict`) before touching the model.
+    and unexpected key and every shape mismatch (:func:`check_state_dict`) before touching the model. A model
+    sharded by FSDP2 takes the full tensors on every rank, each rank keeping its shard.
 
     Args:
         model: the network to load into.
@@ -96,10 +97,15 @@ def load_checked(model: nn.Module, state_dict: Mapping[str, Tensor], source: str
         ...
         autobayes.errors.CheckpointError: checkpoint 'lin.pt' does not match the architecture: missing keys (1): bias
     """
+    from ..sharding import is_sharded, load_full_state_dict
+
     mismatch = check_state_dict(model, state_dict)
     if mismatch:
         raise CheckpointError(f"{source} does not match the architecture: {mismatch.describe()}{hint}")
-    model.load_state_dict(state_dict, strict=True)
+    if is_sharded(model):  # FSDP2: each rank keeps its shard of the full tensors
+        load_full_state_dict(model, state_dict)
+    else:
+        model.load_state_dict(state_dict, strict=True)
 
 
 def load_state_dict_file(path: PathLike) -> Dict[str, Tensor]:
