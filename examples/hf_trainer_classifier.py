@@ -14,8 +14,8 @@ The recipe a user would follow with a pre-trained checkpoint, at toy scale:
 
 1. a small ``BertForSequenceClassification`` (random initial weights) is trained deterministically with plain
    ``transformers.Trainer`` -- the "pre-trained" model;
-2. ``autobayes.bayesify(model, prior_loc="weights")`` converts it (the prior centred on the pre-trained weights,
-   posterior means starting there);
+2. ``autobayes.bayesify(model, posterior="radial", prior_loc="weights")`` converts it (a mean-field posterior, the
+   prior centred on the pre-trained weights, posterior means starting there);
 3. ``BayesTrainer`` fine-tunes it with the ELBO (``nll`` and ``kl_term`` logged apart), evaluates the Monte
    Carlo predictive each epoch, keeps the best checkpoint (``load_best_model_at_end``), and ``save_model`` writes
    a folder that ``autobayes.load`` / ``autobayes inspect`` read (and ``transformers``' ``from_pretrained`` reads
@@ -182,7 +182,7 @@ def main() -> None:
 
     with warnings.catch_warnings():  # transformers 5 is not fx-traceable: the capture route converts it (the report says)
         warnings.simplefilter("ignore")
-        bnn = autobayes.bayesify(model, prior_loc="weights", prior_scale=0.1, init_scale=2e-2)
+        bnn = autobayes.bayesify(model, posterior="radial", prior_loc="weights", prior_scale=0.1, init_scale=2e-2)
     print(f"bayesify: mode={bnn.bayes_report.mode}, {bnn.bayes_report.n_params_converted} of "
           f"{bnn.bayes_report.n_params_total} parameters Bayesian")
     training_args = transformers.TrainingArguments(

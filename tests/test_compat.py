@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import autobayes
+from autobayes.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +49,7 @@ def test_checkpoint_v0_1_0_loads_with_the_same_outputs(tmp_path):
     old, new = autobayes.read_checkpoint_info(path).spec, autobayes.read_checkpoint_info(again).spec
     for key in ("versions", "created_at"):
         old.pop(key), new.pop(key)
-    for key, default in {"tied": "shared", "components": 4}.items():  # options added since 0.1.0: saved with defaults
+    for key, default in {"tied": "shared", "components": 4, "factor_init_std": 0.5}.items():  # added since 0.1.0
         assert key not in old["bayes_config"] and new["bayes_config"].pop(key) == default
     # entries added since 0.1.0 (optional on loading): no parameter of this network is frozen
     assert "frozen_parameters" not in old and new.pop("frozen_parameters") == []
@@ -93,6 +94,10 @@ def test_resume_state_v0_1_0_continues_the_run(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FIXTURES / "resume_v0.1.0", run)
     options = dict(epochs=4, model_kwargs={"hidden": [16]}, batch_size=64, lr=3e-3, seed=0, n_test=5, progress=False)
+    # the first run used 0.1.0's default posterior (the Radial): today's default (rank-1) does not fit the file
+    with pytest.raises(CheckpointError, match="does not match this run"):
+        autobayes.train("fcnet", "breast_cancer", out_dir=run, resume=True, **options)
+    options["posterior"] = "radial"  # "the same arguments as the first run"
     resumed = autobayes.train("fcnet", "breast_cancer", out_dir=run, resume=True, **options)
     straight = autobayes.train("fcnet", "breast_cancer", **options)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
@@ -102,3 +107,7 @@ def test_resume_state_v0_1_0_continues_the_run(tmp_path):
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
     assert (run / "log.csv").is_file() and (run / "last.safetensors").is_file()
+    # with the run's checkpoint beside the file, the error names the option that differs
+    options.update(epochs=5, posterior="rank1")
+    with pytest.raises(CheckpointError, match=r"records posterior='radial' \(this run: 'rank1'\)"):
+        autobayes.train("fcnet", "breast_cancer", out_dir=run, resume=True, **options)

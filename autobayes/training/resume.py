@@ -89,7 +89,8 @@ def load_resume(out_path: Path, bnn: nn.Module, opt: torch.optim.Optimizer, crit
             sched.load_state_dict(state["lr_scheduler"])
     except (RuntimeError, KeyError, ValueError) as err:
         raise CheckpointError(f"resume: {str(path)!r} does not match this run ({err}); resume with the same "
-                              f"architecture, data and options as the run that wrote it") from err
+                              f"architecture, data and options as the run that wrote it"
+                              f"{_options_hint(out_path, bnn)}") from err
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -103,6 +104,24 @@ def load_resume(out_path: Path, bnn: nn.Module, opt: torch.optim.Optimizer, crit
 def _numpy_state() -> List[Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _options_hint(out_path: Path, bnn: nn.Module) -> str:
+    """The Bayesian options in which the run's ``last.safetensors`` differs from this run's (a run started before
+    a default changed, e.g. the posterior before 0.3), as a hint; empty when there is nothing to compare."""
+    from ..io import read_checkpoint_info
+
+    current = getattr(bnn, "bayes_config", None)
+    try:
+        recorded = read_checkpoint_info(out_path / "last.safetensors").spec["bayes_config"]
+    except Exception:  # noqa: BLE001 - only a hint: no readable checkpoint, no hint
+        return ""
+    if current is None:
+        return ""
+    now = current.to_dict()
+    differ = [f"{key}={value!r} (this run: {now[key]!r})" for key, value in recorded.items()
+              if key in now and key != "filter_fn" and value != now[key]]
+    return f"; its last.safetensors records {', '.join(differ)}" if differ else ""
 
 
 def _set_numpy_state(s: List[Any]) -> None:
