@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from .adapters import adapter_spec, plan_adapters
+from .adapters import adapter_options, adapter_spec, plan_adapters
 from .config import BayesConfig, default_layer_types
 from .errors import ConfigError, UntraceableModelError
 from .fx.convert import convert_modules
@@ -111,6 +111,8 @@ def bayesify(
         >>> head_only = autobayes.bayesify(model, include=["fc"])
     """
     spec = adapter_spec(adapter, options)  # takes rank / alpha out of options
+    if isinstance(model, nn.Module):  # adapters get a mean-field posterior unless one is named
+        options = adapter_options(model, spec, config, options)
     cfg = BayesConfig.make(config, **options)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"bayesify expects an nn.Module, got {type(model).__name__}")

@@ -154,7 +154,7 @@ def test_unfrozen_head_stays_trainable_after_save_load_and_resume(tmp_path):
 
 # ---------------------------------------------------------------------- item 6: the warning
 def test_default_digits_run_warns_nothing(tmp_path, capsys):
-    # the quick start (`autobayes train`: digits_cnn, radial posterior, the ELBO), shortened to 3 epochs: the
+    # the quick start (`autobayes train`: digits_cnn, rank-1 posterior, the ELBO), shortened to 3 epochs: the
     # old "KL term > 10x the NLL" warning fired at epoch 3 (KL term 169 nats per example, NLL 0.14)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -128,16 +128,17 @@ def test_state_dict_round_trip_restores_identical_outputs(posterior):
 
 
 def test_from_deterministic_keeps_weights_and_sets_scales():
+    """The mean-field families' initialisation (the rank-1 default's: tests/test_rank1.py)."""
     lin = nn.Linear(4, 3)
-    layer = BayesLinear.from_deterministic(lin, BayesConfig(init_scale=1e-3))
+    layer = BayesLinear.from_deterministic(lin, BayesConfig(posterior="radial", init_scale=1e-3))
     assert torch.equal(layer.weight, lin.weight) and torch.equal(layer.bias, lin.bias)
     torch.testing.assert_close(layer.weight_posterior.std, torch.full((3, 4), 1e-3))  # per-weight std
-    moped = BayesLinear.from_deterministic(lin, BayesConfig(moped_delta=0.1))
+    moped = BayesLinear.from_deterministic(lin, BayesConfig(posterior="radial", moped_delta=0.1))
     torch.testing.assert_close(moped.weight_posterior.std, 0.1 * lin.weight.detach().abs())
-    fresh = BayesLinear(50, 40)
+    fresh = BayesLinear(50, 40, config=BayesConfig(posterior="radial"))
     lv = fresh.weight_posterior.log_var
     assert lv.min() >= -3 and lv.max() <= -2  # default log-variance range of the paper repository
-    centred = BayesLinear.from_deterministic(lin, BayesConfig(prior_loc="weights"))
+    centred = BayesLinear.from_deterministic(lin, BayesConfig(posterior="radial", prior_loc="weights"))
     assert torch.equal(centred.weight_posterior.prior.loc, lin.weight.detach())
     # the original module is untouched
     assert isinstance(lin.weight, nn.Parameter) and lin.weight.requires_grad
@@ -151,7 +152,8 @@ def test_kl_gradients_reach_every_posterior_parameter():
 
 
 def test_to_dtype_moves_priors_too():
-    layer = BayesLinear.from_deterministic(nn.Linear(3, 2), BayesConfig(prior_loc="weights")).to(torch.float64)
+    layer = BayesLinear.from_deterministic(nn.Linear(3, 2), BayesConfig(posterior="radial", prior_loc="weights"))
+    layer = layer.to(torch.float64)
     assert layer.weight_posterior.prior.loc.dtype == torch.float64
     assert layer(torch.randn(2, 3, dtype=torch.float64)).dtype == torch.float64
     assert layer.kl().dtype == torch.float64

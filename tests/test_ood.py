@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def sample_mode_checkpoint(tmp_path_factory):
     """An untrained Radial digits CNN: weights drawn once per forward (forward="sample"), shared by a batch."""
     torch.manual_seed(0)
-    bnn = autobayes.bayesify(build_model("digits_cnn", num_classes=10, in_channels=1, image_size=8))
+    bnn = autobayes.bayesify(build_model("digits_cnn", num_classes=10, in_channels=1, image_size=8), posterior="radial")
     assert all(m.forward_mode == "sample" for m in bnn.modules() if hasattr(m, "forward_mode"))
     path = tmp_path_factory.mktemp("ood") / "radial_digits_cnn.safetensors"
     autobayes.save(bnn, path)

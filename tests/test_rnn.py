@@ -128,14 +128,14 @@ def test_local_and_auto_mean_sample_for_recurrent_layers(forward):
 
 
 def test_state_dict_keys_follow_the_other_layers():
-    layer = BayesLSTM(3, 4, proj_size=2, bidirectional=True)
+    layer = BayesLSTM(3, 4, proj_size=2, bidirectional=True, config=BayesConfig(posterior="radial"))
     keys = set(layer.state_dict())
     for name in nn.LSTM(3, 4, proj_size=2, bidirectional=True)._flat_weights_names:
         assert {f"{name}_posterior.mu", f"{name}_posterior.log_var"} <= keys
     assert not any(k.startswith("_runner") for k in keys)
     layer(torch.randn(5, 2, 3))
     assert all(w is None for w in layer.__dict__["_runner"]._flat_weights)  # a forward mutates no shared state
-    clone = BayesLSTM(3, 4, proj_size=2, bidirectional=True)
+    clone = BayesLSTM(3, 4, proj_size=2, bidirectional=True, config=BayesConfig(posterior="radial"))
     clone.load_state_dict(layer.state_dict())
     x = torch.randn(5, 2, 3)
     with autobayes.use_mean(layer), autobayes.use_mean(clone):

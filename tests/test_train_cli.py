@@ -63,7 +63,7 @@ def test_long_options_are_never_abbreviated(capsys):
 def test_one_epoch_is_singular(capsys):
     assert main(["train", *TABULAR, *FCNET, "--epochs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "fcnet on breast_cancer, radial posterior, 1 epoch," in out and "1 epochs" not in out
+    assert "fcnet on breast_cancer, rank1 posterior, 1 epoch," in out and "1 epochs" not in out
 
 
 def test_unknown_architecture_suggests_torchvision_and_timm_names():
@@ -82,7 +82,7 @@ def test_init_fine_tunes_the_checkpoint(checkpoint, tmp_path, capsys):
     # lr 1e-9: two epochs of Adam move each mean by at most ~2 * 18 steps * 1e-9, so the result is the
     # checkpoint's means (a fresh network would differ by O(0.1)).
     assert main(["train", *TABULAR, "--init", str(checkpoint), "--epochs", "2", "--lr", "1e-9", "--out", str(out)]) == 0
-    assert "fcnet on breast_cancer, radial posterior, 2 epochs" in capsys.readouterr().out
+    assert "fcnet on breast_cancer, rank1 posterior, 2 epochs" in capsys.readouterr().out
     start, tuned = autobayes.load(checkpoint).state_dict(), autobayes.load(out / "last.safetensors").state_dict()
     assert start.keys() == tuned.keys()
     assert max(float((start[k] - tuned[k]).abs().max()) for k in start if k.endswith(".mu")) < 1e-6

@@ -11,6 +11,7 @@
 
 from .lora import LoRALinear
 from .merge import merge_adapters
-from .plan import ADAPTERS, AdapterPlan, AdapterSpec, adapter_spec, plan_adapters
+from .plan import ADAPTER_POSTERIOR, ADAPTERS, AdapterPlan, AdapterSpec, adapter_options, adapter_spec, plan_adapters
 
-__all__ = ["LoRALinear", "merge_adapters", "ADAPTERS", "AdapterSpec", "AdapterPlan", "adapter_spec", "plan_adapters"]
+__all__ = ["LoRALinear", "merge_adapters", "ADAPTERS", "ADAPTER_POSTERIOR", "AdapterSpec", "AdapterPlan", "adapter_spec",
+           "adapter_options", "plan_adapters"]

@@ -36,7 +36,13 @@ from .lora import add_lora, check_rank, lora_candidates
 from .parametrized import add_lora_parametrizations
 from .peft import check_peft_layer, peft_lora_layers, peft_matrices
 
-__all__ = ["ADAPTERS", "AdapterSpec", "AdapterPlan", "adapter_spec", "plan_adapters", "conversion_config"]
+__all__ = ["ADAPTERS", "ADAPTER_POSTERIOR", "AdapterSpec", "AdapterPlan", "adapter_spec", "adapter_options",
+           "plan_adapters", "conversion_config"]
+
+#: The posterior of adapter matrices when none is named: a mean-field family (the default before 0.3). The
+#: default rank-1 posterior multiplies a point-estimated matrix by random factors, and ``B`` starts at 0: its
+#: adapters would have no spread until ``B`` moves, and no prior at "no update" (rank-1's prior is on the factors).
+ADAPTER_POSTERIOR = "radial"
 
 #: Values of ``bayesify(adapter=...)``: ``"lora"`` adds autobayes' own adapters, ``"peft"`` expects PEFT's.
 ADAPTERS = ("lora", "peft")
@@ -138,6 +144,17 @@ class AdapterPlan:
             + ("; so is every other parameter of the model" if own else "")
             + ". autobayes.merge_adapters(bnn) folds the posterior means into the base weights")
         net.bayes_adapter = self.spec.to_dict()
+
+
+def adapter_options(model: nn.Module, spec: Optional["AdapterSpec"], config: Any,
+                    options: Dict[str, Any]) -> Dict[str, Any]:
+    """``options`` with ``posterior=ADAPTER_POSTERIOR`` added when ``model``'s adapters are what ``bayesify``
+    converts (``adapter="lora"``, or a PEFT model) and neither ``options`` nor ``config`` names a posterior."""
+    named = "posterior" in options or isinstance(config, BayesConfig) or (
+        isinstance(config, Mapping) and "posterior" in config)
+    if named or (spec is None and not peft_lora_layers(model)):
+        return options
+    return {**options, "posterior": ADAPTER_POSTERIOR}
 
 
 def plan_adapters(net: nn.Module, config: BayesConfig, spec: Optional[AdapterSpec],

@@ -38,7 +38,7 @@ from torch import Tensor
 from ..posteriors import Posterior
 from ..priors import Normal, Prior
 from .closed import location_scale_normal_kl, lookup_closed_form
-from .mixture import fused_mixture_kl
+from .mixture import EstimatedTensor, fused_mixture_kl
 
 __all__ = ["fused_kl", "fusable", "sum_kl", "at_least_float32", "PosteriorTensor"]
 
@@ -46,19 +46,11 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _REPEATS: Dict[Tuple[torch.device, Tuple[int, ...]], Tensor] = {}
 
 
-class PosteriorTensor(Protocol):
-    """What :func:`fused_kl` reads of a tensor's posterior: the fields of :class:`autobayes.nn.BayesParameter`
-    (kept as a protocol so that ``kl/`` does not import the layers)."""
+class PosteriorTensor(EstimatedTensor, Protocol):
+    """What :func:`fused_kl` reads of a location-scale tensor's posterior (:class:`autobayes.nn.BayesParameter`)."""
 
     mu: Tensor
     log_var: Tensor
-    posterior: Posterior
-    prior: Prior
-    kl_method: str
-    n_mc: int
-    mc_chunk_size: int
-
-    def kl(self) -> Tensor: ...
 
 
 def fusable(p: PosteriorTensor) -> bool:

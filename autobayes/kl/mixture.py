@@ -13,17 +13,15 @@ from ..posteriors.base import chunk_length
 from ..priors import Normal, Prior
 from .repar import surrogate_mean
 
-__all__ = ["mixture_kl", "mixture_log_prob", "fused_mixture_kl", "MixtureTensor"]
+__all__ = ["mixture_kl", "mixture_log_prob", "fused_mixture_kl", "EstimatedTensor", "MixtureTensor"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-class MixtureTensor(Protocol):
-    """What :func:`fused_mixture_kl` reads of a rank-1 tensor's posterior (the fields of
-    :class:`autobayes.nn.Rank1Parameter`; a protocol, so that ``kl/`` does not import the layers)."""
+class EstimatedTensor(Protocol):
+    """What the fused KLs read of any tensor's posterior: its family, prior and estimator (fields of
+    :class:`autobayes.nn.BayesParameter`; protocols, so that ``kl/`` does not import the layers)."""
 
-    factor_loc: Optional[Tensor]
-    factor_log_var: Optional[Tensor]
     posterior: Posterior
     prior: Prior
     kl_method: str
@@ -31,6 +29,13 @@ class MixtureTensor(Protocol):
     mc_chunk_size: int
 
     def kl(self) -> Tensor: ...
+
+
+class MixtureTensor(EstimatedTensor, Protocol):
+    """What :func:`fused_mixture_kl` reads of a rank-1 tensor's posterior (:class:`autobayes.nn.Rank1Parameter`)."""
+
+    factor_loc: Optional[Tensor]
+    factor_log_var: Optional[Tensor]
 
 
 def mixture_log_prob(posterior: Posterior, z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:

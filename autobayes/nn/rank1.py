@@ -186,8 +186,10 @@ class Rank1Parameter(BayesParameter, kind="multiplicative"):
         """``KL(q || p)`` of the factors by :func:`autobayes.kl.mixture_kl` (0 for a point-estimated 1-d tensor)."""
         if not self.factor_dims:
             return self.mu.new_zeros(())
-        return mixture_kl(self.posterior, self.prior, self.factor_loc, self.factor_log_var, self.kl_method,
-                          self.n_mc, self.mc_chunk_size)
+        loc, log_var = self.factor_loc, self.factor_log_var
+        if hasattr(loc, "full_tensor"):  # FSDP2 shards outside a forward (validation's KL): gather the factors,
+            loc, log_var = loc.full_tensor(), log_var.full_tensor()  # on every rank, as the estimator draws noise
+        return mixture_kl(self.posterior, self.prior, loc, log_var, self.kl_method, self.n_mc, self.mc_chunk_size)
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.mu.shape)}, posterior={self.posterior.name}, components={self.components}, "

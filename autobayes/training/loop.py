@@ -79,7 +79,8 @@ def run(ctx: "distributed.DistContext", model: Any, data: Any, settings: TrainSe
     num_batches = len(train_loader)
     schedule = beta_schedule(s.beta, dict(s.beta_kwargs or {}), s.epochs * num_batches)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs) if s.lr_schedule == "cosine" else None
-    n_mc = getattr(getattr(bnn, "bayes_config", None), "n_mc", None)
+    # the KL's Monte Carlo samples as the layers use them (n_mc=None: each family's own default; the largest)
+    n_mc = max((p.n_mc for p in bnn.modules() if isinstance(getattr(p, "n_mc", None), int)), default=None)
 
     history: List[Dict[str, Any]] = []
     start_epoch, best_epoch, best_nll = 0, 0, math.inf
