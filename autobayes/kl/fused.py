@@ -30,20 +30,18 @@ streams every operation through main memory (measured on 2 cores: ResNet-18's KL
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Protocol, Sequence, Tuple
+from typing import Dict, List, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-from ..posteriors import Posterior
-from ..priors import Normal, Prior
+from ..priors import Normal
 from .closed import location_scale_normal_kl, lookup_closed_form
-from .mixture import EstimatedTensor, fused_mixture_kl
+from .mixture import EstimatedTensor, counts_tensor, fused_mixture_kl
 
 __all__ = ["fused_kl", "fusable", "sum_kl", "at_least_float32", "PosteriorTensor"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_REPEATS: Dict[Tuple[torch.device, Tuple[int, ...]], Tensor] = {}
 
 
 class PosteriorTensor(EstimatedTensor, Protocol):
@@ -109,19 +107,6 @@ def at_least_float32(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _repeats(counts: Tuple[int, ...], device: torch.device) -> Tensor:
-    """The element counts as a tensor on ``device`` (cached: no host-to-device copy per step)."""
-    if torch.compiler.is_compiling():
-        return torch.tensor(counts, device=device)
-    key = (device, counts)
-    rep = _REPEATS.get(key)
-    if rep is None:
-        if len(_REPEATS) > 64:
-            _REPEATS.clear()
-        rep = _REPEATS[key] = torch.tensor(counts, device=device)
-    return rep
-
-
 def _group_kl(group: Sequence[PosteriorTensor]) -> Tensor:
     first = group[0]
     posterior, device = first.posterior, first.mu.device
@@ -131,7 +116,7 @@ def _group_kl(group: Sequence[PosteriorTensor]) -> Tensor:
     mu = torch.cat([p.mu.reshape(-1) for p in group]).to(dtype)
     log_var = torch.cat([p.log_var.reshape(-1) for p in group]).to(dtype)
     with torch.no_grad():  # the priors' tensors are buffers: per tensor, then repeated over its elements
-        repeats = _repeats(counts, device)
+        repeats = counts_tensor(counts, device)
         locs = torch.stack([p.prior.loc for p in group]).to(dtype)
         prior_scales = torch.stack([p.prior.scale for p in group]).to(dtype)
         loc = torch.repeat_interleave(locs, repeats, output_size=total)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -16,6 +16,21 @@ from .repar import surrogate_mean
 __all__ = ["mixture_kl", "mixture_log_prob", "fused_mixture_kl", "EstimatedTensor", "MixtureTensor"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_COUNTS: Dict[Tuple[torch.device, Tuple[int, ...]], Tensor] = {}
+
+
+def counts_tensor(counts: Tuple[int, ...], device: torch.device) -> Tensor:
+    """The element counts of a group of concatenated tensors as a tensor on ``device``, for
+    ``repeat_interleave`` (cached: no host-to-device copy per training step; the fused KLs read it)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(counts, device=device)
+    key = (device, counts)
+    rep = _COUNTS.get(key)
+    if rep is None:
+        if len(_COUNTS) > 64:
+            _COUNTS.clear()
+        rep = _COUNTS[key] = torch.tensor(counts, device=device)
+    return rep
 
 
 class EstimatedTensor(Protocol):
@@ -153,14 +168,17 @@ def fused_mixture_kl(params: Sequence[MixtureTensor]) -> List[Tensor]:
 def _group_kl(group: Sequence[MixtureTensor]) -> Tensor:
     first = group[0]
     device = first.factor_loc.device
-    widths = [p.factor_loc.shape[1] for p in group]
+    widths = tuple(p.factor_loc.shape[1] for p in group)
+    total = sum(widths)
     loc = torch.cat([p.factor_loc for p in group], dim=1)
     log_var = torch.cat([p.factor_log_var for p in group], dim=1)
     with torch.no_grad():  # the priors' scalars, repeated over each tensor's columns
-        counts = torch.tensor(widths, device=device)
-        segments = torch.repeat_interleave(torch.arange(len(group), device=device), counts)
-        prior_loc = torch.repeat_interleave(torch.stack([p.prior.loc for p in group]).to(loc), counts)
-        prior_scale = torch.repeat_interleave(torch.stack([p.prior.scale for p in group]).to(loc), counts)
+        counts = counts_tensor(widths, device)
+        segments = torch.repeat_interleave(torch.arange(len(group), device=device), counts, output_size=total)
+        prior_loc = torch.repeat_interleave(torch.stack([p.prior.loc for p in group]).to(loc), counts,
+                                            output_size=total)
+        prior_scale = torch.repeat_interleave(torch.stack([p.prior.scale for p in group]).to(loc), counts,
+                                              output_size=total)
         log_norm = (torch.log(prior_scale) + _HALF_LOG_2PI).sum()
 
     def log_prior(z: Tensor) -> Tensor:
